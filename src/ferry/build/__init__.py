@@ -1,0 +1,25 @@
+"""The offline build: Hugging Face model -> verified int8 ONNX Lambda layer. Imports torch only when it runs."""
+
+from ferry.build.config import ARCHES, BuildConfig, GateThresholds, QuantizationSettings
+from ferry.build.exceptions import (
+    BuildError,
+    GateFailedError,
+    InvalidBuildConfigError,
+    ModelSourceError,
+    SizeLimitError,
+)
+from ferry.build.pipeline import BuildResult, build_layer
+
+__all__ = [
+    "ARCHES",
+    "BuildConfig",
+    "BuildError",
+    "BuildResult",
+    "GateFailedError",
+    "GateThresholds",
+    "InvalidBuildConfigError",
+    "ModelSourceError",
+    "QuantizationSettings",
+    "SizeLimitError",
+    "build_layer",
+]

@@ -1,0 +1,122 @@
+"""The build's settings, validated once, and the int8 quantization chosen for each target architecture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferry.build.exceptions import InvalidBuildConfigError
+from ferry.runtime.constants import MODEL_NAME_RE, TASKS
+
+ARCHES = ("x86_64", "arm64")
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """Dynamic int8, per-channel. Recorded verbatim in the manifest."""
+
+    activations: str = "uint8"
+    weights: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    operators: tuple[str, ...] = ("MatMul", "Gather", "Attention", "EmbedLayerNormalization")
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": "dynamic",
+            "format": "QOperator",
+            "activations": self.activations,
+            "weights": self.weights,
+            "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
+            "operators": list(self.operators),
+            "why": self.why,
+        }
+
+    def to_optimum(self) -> Any:
+        """The Optimum QuantizationConfig for these settings (imports optimum: build side only)."""
+        from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
+        from optimum.onnxruntime.configuration import QuantizationConfig
+
+        dtypes = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        return QuantizationConfig(
+            is_static=False,
+            format=QuantFormat.QOperator,
+            mode=QuantizationMode.IntegerOps,
+            activations_dtype=dtypes[self.activations],
+            weights_dtype=dtypes[self.weights],
+            weights_symmetric=True,
+            per_channel=self.per_channel,
+            reduce_range=self.reduce_range,
+            operators_to_quantize=list(self.operators),
+        )
+
+
+# The choice per target, measured by benchmarks/quantization.py (figures in the README).
+# x86_64: Lambda does not promise VNNI, and without VNNI the U8S8 kernels (VPMADDUBSW) can saturate;
+# 7-bit weights (reduce_range) rule that out at no measurable cost in speed or accuracy.
+# arm64: no such saturation on ARM's int8 dot products, so full-range int8 weights.
+QUANTIZATION = {
+    "x86_64": QuantizationSettings(
+        reduce_range=True,
+        why="U8S8 with 7-bit weights: cannot saturate on x86 CPUs without VNNI (Lambda does not promise VNNI)",
+    ),
+    "arm64": QuantizationSettings(reduce_range=False, why="U8S8 full range: ARM int8 dot products do not saturate"),
+}
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    max_accuracy_drop: float = 0.5  # percentage points, int8 under fp32
+    min_agreement: float = 0.98  # fraction of texts with the same top label
+    min_cosine: float = 0.95  # the worst fp32-vs-int8 cosine allowed
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_accuracy_drop <= 100.0:
+            raise InvalidBuildConfigError(
+                f"--max-accuracy-drop must be between 0 and 100 percentage points, got {self.max_accuracy_drop}"
+            )
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise InvalidBuildConfigError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement}")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise InvalidBuildConfigError(f"--min-cosine must be in [-1, 1], got {self.min_cosine}")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model: str
+    task: str
+    out: Path
+    name: str | None = None
+    arch: str = "x86_64"
+    eval_data: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int | None = None
+    gate: GateThresholds = field(default_factory=GateThresholds)
+    runtime_layer: Path | None = None  # a built runtime layer folder, measured for the size check
+    batch_size: int = 32
+    quantization_override: QuantizationSettings | None = None  # for measuring candidates; builds use the arch's
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidBuildConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.arch not in ARCHES:
+            raise InvalidBuildConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHES)}")
+        if self.name is not None and not MODEL_NAME_RE.fullmatch(self.name):
+            raise InvalidBuildConfigError(
+                f"bad name {self.name!r}: lowercase letters, digits and '-', starting with a letter or digit, "
+                "at most 63 characters"
+            )
+        if self.max_length is not None and not 2 <= self.max_length <= 8192:
+            raise InvalidBuildConfigError(f"--max-length must be between 2 and 8192, got {self.max_length}")
+        if self.out.exists() and not self.out.is_dir():
+            raise InvalidBuildConfigError(f"--out {self.out} exists and is not a folder")
+        if self.batch_size < 1:
+            raise InvalidBuildConfigError(f"batch size must be positive, got {self.batch_size}")
+
+    @property
+    def quantization(self) -> QuantizationSettings:
+        return self.quantization_override or QUANTIZATION[self.arch]

@@ -1,0 +1,231 @@
+"""`ferry build`: Hugging Face model -> ONNX (Optimum) -> dynamic int8 -> parity gate -> Lambda layer.
+
+The layer is staged in a hidden folder of ``--out`` and moved into place only when complete: a build that
+fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferry import __version__
+from ferry.build import export, layer
+from ferry.build.config import BuildConfig
+from ferry.build.evalset import EvalSet, label_ids, load_eval_set
+from ferry.build.exceptions import GateFailedError, InvalidBuildConfigError
+from ferry.build.parity import ParityReport, compare_classification, compare_embeddings, reference_outputs
+from ferry.build.source import ModelSource, resolve_source
+from ferry.runtime import Batch, Predictor
+from ferry.runtime.constants import (
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA_VERSION,
+    MODEL_FILE,
+    MODEL_NAME_RE,
+    TEXT_CLASSIFICATION,
+    TOKENIZER_FILE,
+    VERSION_HEX_DIGITS,
+)
+
+Progress = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+@dataclass
+class BuildResult:
+    name: str
+    version: str
+    layer_dir: Path
+    model_dir: Path
+    manifest: dict[str, Any]
+    fp32_bytes: int
+    int8_bytes: int
+    parity: ParityReport
+    load: dict[str, Any]
+    size_parts: list[layer.SizedPart]
+    function_bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def default_name(source: ModelSource) -> str:
+    stem = source.reference.rstrip("/").split("/")[-1]
+    slug = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:63]
+    if not MODEL_NAME_RE.fullmatch(slug):
+        raise InvalidBuildConfigError(f"cannot derive a model name from {source.reference!r}; give --name")
+    return slug
+
+
+def build_layer(config: BuildConfig, progress: Progress = _silent) -> BuildResult:
+    """Build, verify and install the layer ``<out>/<name>/``; raise a BuildError (and leave nothing) otherwise."""
+    eval_set = load_eval_set(config.eval_data, text_column=config.text_column, label_column=config.label_column)
+    source = resolve_source(config.model, config.task)
+    name = config.name or default_name(source)
+    labels = source.labels() if config.task == TEXT_CLASSIFICATION else []
+    truth = label_ids(eval_set, labels) if config.task == TEXT_CLASSIFICATION else None
+    with _staging(config.out, name) as staging:
+        return _build_in(staging, config, source, name, labels, eval_set, truth, progress)
+
+
+@contextmanager
+def _staging(out: Path, name: str) -> Iterator[Path]:
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".ferry-build-{name}-", dir=out))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _build_in(
+    staging: Path,
+    config: BuildConfig,
+    source: ModelSource,
+    name: str,
+    labels: list[str],
+    eval_set: EvalSet,
+    truth: list[int] | None,
+    progress: Progress,
+) -> BuildResult:
+    seconds: dict[str, float] = {}
+    model_dir = layer.model_path_in_layer(staging, name)
+    model_dir.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="ferry-build-") as work_root:
+        work = Path(work_root)
+        progress(f"exporting {source.reference} to ONNX with Optimum ({config.task})")
+        with _timed(seconds, "export"):
+            fp32_file = export.export_onnx(source.path, config.task, work / "fp32")
+        fp32_bytes = sum(path.stat().st_size for path in (work / "fp32").glob("model.onnx*"))
+        settings = config.quantization
+        progress(f"quantizing to int8 for {config.arch} ({settings.why})")
+        with _timed(seconds, "quantize"):
+            int8_file = export.quantize_int8(fp32_file.parent, settings, work / "int8")
+        export.copy_file(int8_file, model_dir / MODEL_FILE)
+        export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)
+
+    manifest = _manifest(config, source, name, labels, model_dir)
+    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    predictor = Predictor.load(model_dir)
+
+    progress(f"parity gate: fp32 PyTorch vs int8 ONNX on {len(eval_set.texts)} texts ({eval_set.source})")
+    with _timed(seconds, "parity"):
+        batches = [
+            predictor.encode(eval_set.texts[start : start + config.batch_size])
+            for start in range(0, len(eval_set.texts), config.batch_size)
+        ]
+        candidate = np.concatenate([predictor.forward(batch) for batch in batches], axis=0)
+        reference = reference_outputs(source.path, config.task, batches)
+        if config.task == TEXT_CLASSIFICATION:
+            report = compare_classification(reference, candidate, config.gate, truth)
+        else:
+            report = compare_embeddings(reference, candidate, config.gate)
+    manifest["parity"] = {**report.to_dict(), "eval_data": eval_set.source,
+                          "thresholds": vars(config.gate)}
+    if not report.passed:
+        raise GateFailedError("parity gate failed: " + "; ".join(report.failures), report.to_dict())
+    manifest["reference"] = _reference_distributions(predictor, batches, candidate)
+    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+
+    progress("checking Lambda's size limits")
+    parts = [layer.runtime_layer_part(config.runtime_layer), layer.powertools_part(),
+             *layer.model_layer_parts(config.out, name, staging)]
+    function_bytes = layer.check_function_size(parts)
+
+    progress("measuring import + load time in a fresh process")
+    with _timed(seconds, "fresh_load"):
+        load = layer.measure_fresh_load(model_dir)
+    manifest["load"] = {key: round(value, 4) if isinstance(value, float) else value for key, value in load.items()}
+    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+
+    target = layer.layer_path(config.out, name)
+    layer.install_layer(staging, target)
+    return BuildResult(
+        name=name,
+        version=manifest["version"],
+        layer_dir=target,
+        model_dir=layer.model_path_in_layer(target, name),
+        manifest=manifest,
+        fp32_bytes=fp32_bytes,
+        int8_bytes=(layer.model_path_in_layer(target, name) / MODEL_FILE).stat().st_size,
+        parity=report,
+        load=load,
+        size_parts=parts,
+        function_bytes=function_bytes,
+        seconds=seconds,
+    )
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[step] = round(time.perf_counter() - started, 3)
+
+
+def _manifest(
+    config: BuildConfig, source: ModelSource, name: str, labels: list[str], model_dir: Path
+) -> dict[str, Any]:
+    import onnxruntime
+
+    files = layer.file_entries(model_dir)
+    facts = export.onnx_facts(model_dir / MODEL_FILE)
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "name": name,
+        "version": files[MODEL_FILE]["sha256"][:VERSION_HEX_DIGITS],
+        "task": config.task,
+        "labels": labels,
+        "problem_type": source.config.get("problem_type"),
+        "max_length": config.max_length or source.default_max_length(),
+        "pooling": "mean" if config.task != TEXT_CLASSIFICATION else None,
+        "normalize_default": source.normalize_default(),
+        "source": {
+            "model": source.reference,
+            "path": str(source.path),
+            "model_type": source.model_type,
+            "architectures": source.config.get("architectures"),
+            "default_labels": source.has_default_labels() if labels else None,
+        },
+        "files": files,
+        "onnx": {"opset": facts["opset"], "inputs": facts["inputs"], "outputs": facts["outputs"]},
+        "onnxruntime_version": onnxruntime.__version__,
+        "arch": config.arch,
+        "quantization": {
+            **config.quantization.to_dict(),
+            "quantized_nodes": facts["quantized_nodes"],
+            "int8_initializers": facts["int8_initializers"],
+        },
+        "built_by": f"ferry {__version__}",
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs: np.ndarray) -> dict[str, Any]:
+    """What the evaluation set looked like to the int8 model; the monitor compares live traffic with it."""
+    lengths = [length for batch in batches for length in batch.token_lengths]
+    reference: dict[str, Any] = {"token_length": layer.quantile_bins(lengths)}
+    if predictor.task == TEXT_CLASSIFICATION:
+        scores = predictor.scores(outputs)
+        reference["top_score"] = layer.quantile_bins(scores.max(axis=-1).tolist())
+        top = scores.argmax(axis=-1)
+        reference["label_share"] = {
+            label: round(float(np.mean(top == index)), 6) for index, label in enumerate(predictor.manifest.labels)
+        }
+    return reference

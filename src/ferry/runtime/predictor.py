@@ -1,0 +1,238 @@
+"""Predictor: a built model folder loaded with onnxruntime and tokenizers, and nothing heavier.
+
+One ONNX Runtime session per model per process; texts are truncated to the manifest's ``max_length`` and
+padded to the longest text of the batch, never to a fixed length.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from ferry.runtime.constants import (
+    ENV_ORT_THREADS,
+    FEATURE_EXTRACTION,
+    FUNCTIONS_TO_APPLY,
+    MODEL_FILE,
+    TEXT_CLASSIFICATION,
+    TOKENIZER_FILE,
+)
+from ferry.runtime.exceptions import InvalidInputError, ManifestError, UnsupportedTaskError
+from ferry.runtime.manifest import Manifest, as_model_dir
+
+_FEEDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Tokenized texts: the arrays the graph takes and each text's length in tokens before truncation."""
+
+    feeds: dict[str, np.ndarray]
+    token_lengths: list[int]
+    truncated: list[bool]
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        return self.feeds["attention_mask"]
+
+
+def _threads_from_env() -> int:
+    raw = os.environ.get(ENV_ORT_THREADS, "0")
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise InvalidInputError(f"{ENV_ORT_THREADS}={raw!r} is not an integer") from None
+    return max(threads, 0)
+
+
+def _untruncated_length(encoding: Encoding) -> int:
+    """Tokens the text had before truncation: content tokens of every overflow piece plus the specials once."""
+    specials = sum(
+        1 for special, attended in zip(encoding.special_tokens_mask, encoding.attention_mask, strict=True)
+        if special and attended
+    )
+    content = sum(1 for special in encoding.special_tokens_mask if not special)
+    content += sum(
+        sum(1 for special in piece.special_tokens_mask if not special) for piece in encoding.overflowing
+    )
+    return content + specials
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=-1, keepdims=True))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+
+
+class Predictor:
+    """A loaded model. Build one with :meth:`Predictor.load`; reuse it for every request of the process."""
+
+    def __init__(self, manifest: Manifest, session: ort.InferenceSession, tokenizer: Tokenizer, path: Path):
+        self.manifest = manifest
+        self.session = session
+        self.tokenizer = tokenizer
+        self.path = path
+        self.input_names = [graph_input.name for graph_input in session.get_inputs()]
+        unknown = [name for name in self.input_names if name not in _FEEDS]
+        if unknown:
+            raise ManifestError(f"{path / MODEL_FILE}: graph inputs {unknown} are not text inputs ferry can feed")
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, path: Path | str, *, threads: int | None = None, verify: bool = True) -> Predictor:
+        """Load a model folder (or a layer folder with one model), verifying every file against the manifest."""
+        started = time.perf_counter()
+        model_dir = as_model_dir(Path(path))
+        manifest = Manifest.load(model_dir)
+        if verify:
+            manifest.verify(model_dir)
+        options = ort.SessionOptions()
+        # Hardware-specific fusions happen here, on the CPU that will run them, not at build time.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = _threads_from_env() if threads is None else max(threads, 0)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            str(model_dir / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+        tokenizer.enable_truncation(max_length=manifest.max_length)
+        pad_token = tokenizer.padding["pad_token"] if tokenizer.padding else "[PAD]"
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            pad_token, pad_id = _find_pad_token(tokenizer)
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest text of the batch
+        predictor = cls(manifest, session, tokenizer, model_dir)
+        predictor.load_seconds = time.perf_counter() - started
+        return predictor
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def encode(self, texts: Sequence[str]) -> Batch:
+        _check_texts(texts)
+        encodings = self.tokenizer.encode_batch(list(texts))
+        arrays = {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        feeds = {name: arrays[name] for name in self.input_names}
+        feeds.setdefault("attention_mask", arrays["attention_mask"])
+        return Batch(
+            feeds=feeds,
+            token_lengths=[_untruncated_length(e) for e in encodings],
+            truncated=[bool(e.overflowing) for e in encodings],
+        )
+
+    def forward(self, batch: Batch) -> np.ndarray:
+        """Raw model output for a batch: logits (classification) or mean-pooled vectors (feature extraction)."""
+        feeds = {name: batch.feeds[name] for name in self.input_names}
+        output = self.session.run(None, feeds)[0]
+        if self.task == TEXT_CLASSIFICATION:
+            return np.asarray(output, dtype=np.float32)
+        return mean_pool(np.asarray(output, dtype=np.float32), batch.attention_mask)
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        *,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """One list of ``{label, score}`` per text, best first, as the Hugging Face Inference API answers."""
+        scores = self.scores(self.forward(self.encode(texts)), function_to_apply)
+        return self.rank(scores, top_k)
+
+    def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
+        self._require(TEXT_CLASSIFICATION)
+        function = function_to_apply or self.default_function()
+        if function not in FUNCTIONS_TO_APPLY:
+            raise InvalidInputError(
+                f"function_to_apply {function!r} is not one of {', '.join(FUNCTIONS_TO_APPLY)}"
+            )
+        if function == "softmax":
+            return softmax(logits)
+        if function == "sigmoid":
+            return sigmoid(logits)
+        return logits
+
+    def rank(self, scores: np.ndarray, top_k: int | None = None) -> list[list[dict[str, Any]]]:
+        labels = self.manifest.labels
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        keep = len(labels) if top_k is None else min(top_k, len(labels))
+        order = np.argsort(-scores, axis=-1, kind="stable")[:, :keep]
+        return [
+            [{"label": labels[int(index)], "score": float(row[int(index)])} for index in ranked]
+            for row, ranked in zip(scores, order, strict=True)
+        ]
+
+    def default_function(self) -> str:
+        """As the transformers pipeline decides: sigmoid for multi-label or a single output, else softmax."""
+        if self.manifest.problem_type == "multi_label_classification" or len(self.manifest.labels) == 1:
+            return "sigmoid"
+        return "softmax"
+
+    def embed(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
+        """One mean-pooled vector per text; unit length when ``normalize`` (default: the manifest's choice)."""
+        self._require(FEATURE_EXTRACTION)
+        vectors = self.forward(self.encode(texts))
+        if self.manifest.normalize_default if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        return vectors
+
+    def _require(self, task: str) -> None:
+        if self.task != task:
+            raise UnsupportedTaskError(f"model {self.name!r} is {self.task}, not {task}")
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    mask = attention_mask[..., None].astype(hidden.dtype)
+    summed = (hidden * mask).sum(axis=1)
+    counts = np.clip(mask.sum(axis=1), 1e-9, None)
+    return np.asarray(summed / counts, dtype=np.float32)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidInputError("texts must be a list of strings")
+    if not texts:
+        raise InvalidInputError("texts is empty: give at least one text")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not a string")
+
+
+def _find_pad_token(tokenizer: Tokenizer) -> tuple[str, int]:
+    vocab: Mapping[str, int] = tokenizer.get_vocab()
+    for candidate in ("[PAD]", "<pad>", "<|pad|>", "[pad]"):
+        if candidate in vocab:
+            return candidate, vocab[candidate]
+    raise ManifestError("the tokenizer has no padding token ([PAD] or <pad>); rebuild with a tokenizer that has one")
