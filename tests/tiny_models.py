@@ -18,27 +18,46 @@ def balanced_slice(examples, per_class: int, seed: int = 0):
     return picked
 
 
-def train_tokenizer(texts: list[str], out: Path, kind: str) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def train_tokenizer(texts: list[str], out: Path, kind: str, size: int = 3000) -> None:
+    """A BERT-style WordPiece tokenizer whose vocabulary is learned from `texts`, deterministically: the most
+    frequent words (ties alphabetical) plus every character, alone and as a continuation piece. (The
+    `tokenizers` WordPiece trainer breaks frequency ties differently from run to run.)"""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast, DistilBertTokenizerFast
 
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        word for text in texts for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    chars = sorted({char for word in words for char in word})
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab_list = specials + chars + [f"##{char}" for char in chars]
+    frequent = sorted(words.items(), key=lambda item: (-item[1], item[0]))
+    taken = set(vocab_list)
+    vocab_list += [word for word, _ in frequent if word not in taken][: max(size - len(vocab_list), 0)]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_list))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = splitter
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=specials, show_progress=False))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     wrapper = BertTokenizerFast if kind == "bert" else DistilBertTokenizerFast
-    fast = wrapper(tokenizer_object=tokenizer, model_max_length=128)
-    fast.save_pretrained(out)
+    wrapper(tokenizer_object=tokenizer, model_max_length=128).save_pretrained(out)
 
 
 def make_model(kind: str, vocab_size: int):
-    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {label: i for i, label in enumerate(LABELS)}}
     if kind == "bert":
@@ -78,18 +97,20 @@ def build_tiny_model(kind: str, examples, out: Path, steps: int = 60, seed: int 
 
 
 def corrupt_for_int8(model_dir: Path, out: Path) -> Path:
-    """A copy of the model whose weights int8 cannot represent: one huge value in every row of every
-    encoder matrix, so that per-channel int8 rounds the rest of the row to zero while fp32 keeps it."""
+    """A copy of the model with one outlier in its embedding table, as real checkpoints sometimes have: the
+    row of [MASK], a token no input text contains, set 1000x larger than any other weight. fp32 never looks
+    it up, so its predictions do not change; int8 quantizes the whole table with one scale, which rounds
+    every other embedding to almost nothing."""
     import shutil
 
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     shutil.copytree(model_dir, out)
     model = AutoModelForSequenceClassification.from_pretrained(out)
+    mask_id = AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("[MASK]")
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and "classifier" not in name:
-                module.weight[:, 0] = module.weight.abs().max() * 400
+        table = model.base_model.embeddings.word_embeddings.weight
+        table[mask_id] = table.abs().max() * 1000
     model.save_pretrained(out)
     return out

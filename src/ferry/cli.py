@@ -121,6 +121,8 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     predict.add_argument("--json", action="store_true", help="print the full answer as JSON")
     predict.set_defaults(run=_run_predict)
 
+
+def _add_models(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = commands.add_parser("models", help="list the built models")
     models.add_argument("--layers-dir", type=Path, default=None)
     models.set_defaults(run=_run_models)
@@ -149,7 +151,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         if predictor.task == "text-classification":
             answer: Any = predictor.classify(texts, top_k=args.top_k)
         else:
-            answer = predictor.embed(texts).round(6).tolist()
+            answer = predictor.embed(texts).astype(float).round(6).tolist()
     except FerryRuntimeError as exc:
         return _fail(str(exc))
     if args.json:
@@ -188,6 +190,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_predict(commands)
+    _add_models(commands)
     return parser
 
 
@@ -197,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:  # `ferry predict ... | head`: the reader left, which is not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
