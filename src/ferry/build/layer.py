@@ -54,12 +54,12 @@ def file_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
 def quantile_bins(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
     """Quantile bin edges and the count in each bin, for drift checks against live traffic later."""
     array = np.asarray(values, dtype=np.float64)
-    edges = np.unique(np.quantile(array, np.linspace(0.0, 1.0, bins + 1)))
+    edges = np.unique(np.round(np.quantile(array, np.linspace(0.0, 1.0, bins + 1)), 6))
     if len(edges) < 2:
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
     counts, _ = np.histogram(array, bins=edges)
     return {
-        "edges": [round(float(edge), 6) for edge in edges],
+        "edges": [float(edge) for edge in edges],
         "counts": [int(count) for count in counts],
         "n": len(array),
         "mean": round(float(array.mean()), 6),

@@ -198,7 +198,6 @@ def _manifest(
         "normalize_default": source.normalize_default(),
         "source": {
             "model": source.reference,
-            "path": str(source.path),
             "model_type": source.model_type,
             "architectures": source.config.get("architectures"),
             "default_labels": source.has_default_labels() if labels else None,
