@@ -55,9 +55,11 @@ def test_int8_is_smaller_and_distilbert_builds_without_token_type_ids(bert_build
     assert manifest["parity"]["passed"]
 
 
-def test_built_in_sentences_are_the_default_eval_set(tiny_distilbert, tmp_path):
+def test_built_in_sentences_are_the_default_eval_set_and_arm64_uses_full_range(tiny_distilbert, tmp_path):
     result = build_layer(BuildConfig(model=str(tiny_distilbert), task="text-classification", out=tmp_path,
-                                     name="no-eval", gate=GateThresholds(**TINY_GATE)))
+                                     name="no-eval", arch="arm64", gate=GateThresholds(**TINY_GATE)))
+    assert result.manifest["arch"] == "arm64"
+    assert result.manifest["quantization"]["reduce_range"] is False
     parity = result.manifest["parity"]
     assert parity["eval_data"] == "built-in sentences" and parity["texts"] == 81
     assert parity["accuracy_fp32"] is None  # no labels, so agreement and logits only

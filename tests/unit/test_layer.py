@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ferry.build import SizeLimitError
@@ -10,7 +12,7 @@ def test_quantile_bins_have_strictly_increasing_edges_and_count_everything():
     values = [5, 10, 11, 12, 13, 14, 14, 14, 14, 14, 15, 16, 262]
     bins = quantile_bins(values)
     edges = bins["edges"]
-    assert all(a < b for a, b in zip(edges, edges[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(edges))
     assert sum(bins["counts"]) == len(values) == bins["n"]
     assert edges[0] == 5 and edges[-1] == 262
 
