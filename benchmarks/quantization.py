@@ -54,6 +54,18 @@ def latency_ms(predictor: Predictor, texts: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
+def cpu_description() -> str:
+    """The CPU model and the int8-relevant instruction sets: the saturation question depends on them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{model}; {', '.join(flag for flag in wanted if flag in flags) or 'no AVX2'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tweets", type=int, default=1500, help="tweets to embed (half fit, half evaluate)")
@@ -95,6 +107,7 @@ def main() -> None:
     ref_pred = classify(ref_tweets[half:])
     base_1, base_8 = latency_ms(fp32, short[:1], args.repeats), latency_ms(fp32, short, args.repeats)
     fp32_mb = fp32_file.stat().st_size / 1e6
+    print(f"CPU: {cpu_description()}")
     print(f"MiniLM (all-MiniLM-L6-v2), {len(sentences)} built-in sentences + {len(tweets) - half} held-out tweets;"
           f" fp32 ONNX {fp32_mb:.1f} MB; accuracy fp32 (nearest centroid) {np.mean(ref_pred == labels[half:]):.4f}")
     print("| candidate | size MB | cos min (sent) | cos mean (sent) | cos min (tweets) | accuracy | agreement "

@@ -94,3 +94,24 @@ def model_copy(bert_build, tmp_path) -> Path:
     target = tmp_path / "models" / bert_build.name
     shutil.copytree(bert_build.model_dir, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def minilm_build(tmp_path_factory):
+    """The real MiniLM built once through the CLI: (layer folder, the command's summary)."""
+    out = tmp_path_factory.mktemp("minilm")
+    result = run_ferry("build", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--task", "feature-extraction",
+                       "--name", "minilm", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out / "minilm", result.stdout
+
+
+@pytest.fixture(scope="session")
+def serving_layers(bert_build, minilm_build, tmp_path_factory) -> Path:
+    """A layers folder as `ferry serve` reads it: a tiny classifier and the real MiniLM embedder."""
+    import shutil
+
+    layers = tmp_path_factory.mktemp("serving") / "layers"
+    shutil.copytree(bert_build.layer_dir, layers / "tiny-bert")
+    shutil.copytree(minilm_build[0], layers / "minilm")
+    return layers

@@ -12,16 +12,16 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${2:-$root/build/layers/runtime-$arch}
-pip=${PIP:-$root/.venv/bin/pip}
+python=${VENV_PYTHON:-$root/.venv/bin/python}
 staging="$out.tmp.$$"
 trap 'rm -rf "$staging"' EXIT
 rm -rf "$staging" && mkdir -p "$staging/python"
 platform=(--platform "manylinux2014_$machine" --platform "manylinux_2_28_$machine" --python-version 3.12
           --implementation cp --only-binary=:all:)
-"$pip" install --quiet --disable-pip-version-check --target "$staging/python" "${platform[@]}" \
+"$python" -m pip install --quiet --disable-pip-version-check --target "$staging/python" "${platform[@]}" \
   -r "$here/requirements.txt"
 # tokenizers without huggingface-hub: the hub client only downloads, which Lambda never does.
-"$pip" install --quiet --disable-pip-version-check --no-deps --target "$staging/python" "${platform[@]}" \
+"$python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$staging/python" "${platform[@]}" \
   "tokenizers==0.22.2"
 mkdir -p "$staging/python/ferry"
 cp "$root/src/ferry/__init__.py" "$staging/python/ferry/"

@@ -109,6 +109,72 @@ def format_build_summary(result: Any) -> str:
     return "\n".join(rows)
 
 
+# --- ferry train ----------------------------------------------------------------------------------------------
+
+
+def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a Hugging Face encoder as a text classifier (CPU, torch)",
+        description="Fine-tune --base on labelled texts and write a Hugging Face model folder with a training "
+        "report. --data default is the bundled tweets (negative/positive; --neutral adds the third class).",
+    )
+    train.add_argument("--base", required=True, help="a local model folder, or a packaged hub id")
+    train.add_argument("--data", required=True, help="'default' or a CSV/JSONL file of texts and labels")
+    train.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    train.add_argument("--neutral", action="store_true", help="bundled tweets: three classes")
+    train.add_argument("--labels", help="comma-separated labels of a user file, in class order")
+    train.add_argument("--text-column", default="text")
+    train.add_argument("--label-column", default="label")
+    train.add_argument("--steps", type=int, default=880)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=1e-4)
+    train.add_argument("--max-length", type=int, default=64)
+    train.add_argument("--max-minutes", type=float, help="wall-clock budget, final evaluation included")
+    train.add_argument("--max-train-texts", type=int, help="train on a slice (quick runs)")
+    train.add_argument("--max-eval-texts", type=int, help="evaluate on a slice (quick runs)")
+    train.add_argument("--min-confidence", type=float, default=0.6,
+                       help="drop training rows whose confidence is below it (default 0.6; rows without one stay)")
+    train.add_argument("--frozen-layers", type=int, default=2, help="lowest encoder layers kept as pre-trained")
+    train.add_argument("--sampling", choices=("natural", "balanced"), default="natural",
+                       help="shuffled epochs, or classes drawn uniformly (then the prior is corrected at the end)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ferry.train import InvalidTrainConfigError, TrainConfig, TrainError, train
+
+    try:
+        config = TrainConfig(
+            base=args.base, data=args.data, out=args.out, neutral=args.neutral,
+            labels=tuple(label.strip() for label in args.labels.split(",")) if args.labels else None,
+            text_column=args.text_column, label_column=args.label_column, steps=args.steps,
+            batch_size=args.batch_size, learning_rate=args.learning_rate, max_length=args.max_length,
+            max_minutes=args.max_minutes, max_train_texts=args.max_train_texts,
+            max_eval_texts=args.max_eval_texts, min_confidence=args.min_confidence, seed=args.seed,
+            frozen_layers=args.frozen_layers, sampling=args.sampling,
+        )
+        result = train(config, progress=_progress)
+    except InvalidTrainConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except TrainError as exc:
+        return _fail(str(exc))
+    print(format_train_summary(result.report, result.out))
+    return 0
+
+
+def format_train_summary(report: dict[str, Any], out: Path) -> str:
+    rows = [f"trained {out} from {report['base']} on {report['data']} ({', '.join(report['labels'])})",
+            f"  steps {report['steps']} (best {report['best_step']}), {report['wall_seconds']:.0f} s"
+            + (f"; {report['stopped_early']}" if report["stopped_early"] else "")]
+    for split, metrics in report["splits"].items():
+        recall = ", ".join(f"{label} {m['recall']:.3f}" for label, m in metrics["per_class"].items())
+        rows.append(f"  {split:11}accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                    f"recall {recall}  (n={metrics['n']})")
+    return "\n".join(rows)
+
+
 # --- ferry predict / ferry models ----------------------------------------------------------------------------
 
 
@@ -182,6 +248,191 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ferry serve / ferry invoke -------------------------------------------------------------------------------
+
+
+def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="serve the API locally: the same handlers, an embedded AWS, no Docker")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--layers-dir", type=Path, default=DEFAULT_LAYERS_DIR)
+    serve.add_argument("--api-key", help="require Authorization: Bearer KEY (off by default, as sam local)")
+    serve.add_argument("--template", type=Path, default=Path("template.yaml"))
+    serve.set_defaults(run=_run_serve)
+
+    invoke = commands.add_parser("invoke", help="invoke one function with an event file, as `sam local invoke`")
+    invoke.add_argument("function", help="the template's logical id (PredictFunction) or its functions/ folder")
+    invoke.add_argument("-e", "--event", type=Path, required=True, help="the event JSON file")
+    invoke.add_argument("--layers-dir", type=Path, default=DEFAULT_LAYERS_DIR)
+    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.set_defaults(run=_run_invoke)
+
+
+def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    batch = commands.add_parser("batch", help="run a JSONL/CSV file through the S3 batch function, locally")
+    batch.add_argument("file", type=Path, help="JSONL ({\"text\": ...} a line) or CSV with a text column")
+    batch.add_argument("--model", required=True, help="the model to run")
+    batch.add_argument("--out", type=Path, help="where to write the predictions (default FILE.predictions.jsonl)")
+    batch.add_argument("--layers-dir", type=Path, default=DEFAULT_LAYERS_DIR)
+    batch.add_argument("--template", type=Path, default=Path("template.yaml"))
+    batch.set_defaults(run=_run_batch)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from ferry.local.template import TemplateError
+
+    if not args.file.is_file():
+        return _fail(f"{args.file}: no such file", EXIT_USAGE)
+    if args.file.suffix not in (".jsonl", ".csv"):
+        return _fail(f"{args.file}: unknown format {args.file.suffix!r}; use .jsonl or .csv", EXIT_USAGE)
+    out = args.out or args.file.with_name(args.file.stem + ".predictions.jsonl")
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            stack = _start_stack(args)
+        except (TemplateError, FileNotFoundError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        try:
+            answer = stack.drop_file("BatchBucket", f"input/{args.model}/{args.file.name}", args.file)
+            outcome = (answer.get("results") or [{"error": answer.get("rejected", "no result")}])[0]
+            if "error" in outcome:
+                return _fail(outcome["error"])
+            s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+            temporary = out.with_name(f".{out.name}.tmp")
+            s3.download_file(bucket, outcome["output"], str(temporary))
+            temporary.replace(out)
+            errors = out.with_name(out.stem.removesuffix(".predictions") + ".errors.jsonl")
+            if outcome["errors"]:
+                s3.download_file(bucket, outcome["output"].replace(".predictions.", ".errors."), str(errors))
+        finally:
+            stack.stop()
+    print(f"{outcome['predicted']} predictions -> {out}" +
+          (f"; {outcome['errors']} bad lines -> {errors}" if outcome["errors"] else ""))
+    return 0
+
+
+def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="API keys for the apikey auth mode")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a key, store its salted hash, print the key once")
+    create.add_argument("--table", required=True, help="the stack's KeysTableName output")
+    create.add_argument("--name", default="default", help="who or what the key is for")
+    create.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    create.add_argument("--endpoint-url", help="another DynamoDB endpoint (e.g. the local stack's)")
+    create.set_defaults(run=_run_keys_create)
+
+
+def _run_keys_create(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ferry.runtime.keys import new_key, store_key
+
+    key = new_key()
+    try:
+        table = boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url).Table(args.table)
+        identifier = store_key(table, key, args.name)
+    except (BotoCoreError, ClientError) as exc:
+        return _fail(f"cannot store the key in {args.table}: {exc}")
+    sys.stderr.write(f"ferry: key {identifier} ({args.name}) stored as a salted hash; it is shown once:\n")
+    print(key)
+    return 0
+
+
+def _start_stack(args: argparse.Namespace) -> Any:
+    from ferry.local.stack import LocalStack
+
+    if not args.layers_dir.is_dir():
+        raise FileNotFoundError(f"--layers-dir {args.layers_dir}: no such folder; build models first (make up)")
+    return LocalStack(root=args.template.resolve().parent, layers_dir=args.layers_dir.resolve(),
+                      template_path=args.template).start()
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ferry.local.gateway import Gateway
+    from ferry.local.template import TemplateError
+
+    try:
+        stack = _start_stack(args)
+    except (TemplateError, FileNotFoundError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    from ferry.runtime.keys import ApiKeyError
+
+    try:
+        gateway = Gateway(stack, args.host, args.port, api_key=args.api_key)
+    except OSError as exc:
+        stack.stop()
+        return _fail(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port")
+    except ApiKeyError as exc:
+        stack.stop()
+        return _fail(f"--api-key: {exc}", EXIT_USAGE)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    gateway.serve_in_background()
+    auth = f' -H "Authorization: Bearer {args.api_key}"' if args.api_key else ""
+    print(f"ferry: serving {', '.join(sorted(_served(stack))) or 'no models'} at {gateway.url} "
+          f"(embedded AWS at {stack.endpoint}); Ctrl-C stops", flush=True)
+    print(f"  curl -s {gateway.url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "
+          "-d '{\"inputs\": \"I love this\"}'", flush=True)
+    try:
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        stack.stop()
+        print("ferry: stopped", flush=True)
+    return 0
+
+
+def _served(stack: Any) -> list[str]:
+    from ferry.runtime import discover_models, layer_models_dirs
+
+    return list(discover_models(layer_models_dirs(stack.layers_dir)))
+
+
+def _run_invoke(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from ferry.local.template import TemplateError
+
+    try:
+        event = json.loads(args.event.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return _fail(f"--event {args.event}: cannot be read ({exc.strerror})", EXIT_USAGE)
+    except ValueError as exc:
+        return _fail(f"--event {args.event}: not valid JSON ({exc})", EXIT_USAGE)
+    # as `sam local invoke`: the function's logs on stderr, its response alone on stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            stack = _start_stack(args)
+        except (TemplateError, FileNotFoundError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        try:
+            response = _invoke_named(stack, args.function, event)
+        finally:
+            stack.stop()
+    if response is None:
+        return EXIT_USAGE
+    print(json.dumps(response, indent=2, default=str))
+    return 0
+
+
+def _invoke_named(stack: Any, function: str, event: Any) -> Any:
+    by_folder = {f.function.code_uri.name: name for name, f in stack.functions.items()}
+    name = function if function in stack.functions else by_folder.get(function.strip("/"))
+    if name is None:
+        _fail(f"no function {function!r} in the template; known: {', '.join(sorted(stack.functions))}")
+        return None
+    return stack.invoke(name, event)
+
+
 # --- entry point ---------------------------------------------------------------------------------------------
 
 
@@ -189,8 +440,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build(commands)
+    _add_train(commands)
     _add_predict(commands)
     _add_models(commands)
+    _add_local(commands)
+    _add_batch(commands)
+    _add_keys(commands)
     return parser
 
 

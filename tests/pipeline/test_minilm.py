@@ -16,12 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    out = tmp_path_factory.mktemp("layers")
-    result = run_ferry("build", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--task", "feature-extraction",
-                       "--name", "minilm", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out / "minilm", result.stdout
+def minilm(minilm_build):
+    return minilm_build
 
 
 def test_minilm_int8_is_a_quarter_of_fp32_and_passes_the_gate(minilm):

@@ -37,3 +37,10 @@ def test_size_check_counts_layers():
     parts = [SizedPart(f"layer {i}", 1_000_000, True) for i in range(6)]
     with pytest.raises(SizeLimitError, match="would carry 6 layers; Lambda allows 5"):
         check_function_size(parts)
+
+
+def test_quantile_bins_count_values_just_under_one():
+    scores = [0.5 + i * 0.0049 for i in range(100)] + [0.99999987, 0.9999999]
+    bins = quantile_bins(scores)
+    assert sum(bins["counts"]) == len(scores)
+    assert bins["edges"][-1] == max(scores)

@@ -54,7 +54,8 @@ def file_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
 def quantile_bins(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
     """Quantile bin edges and the count in each bin, for drift checks against live traffic later."""
     array = np.asarray(values, dtype=np.float64)
-    edges = np.unique(np.round(np.quantile(array, np.linspace(0.0, 1.0, bins + 1)), 6))
+    # observed values as edges (no interpolation): the first is the minimum and the last the maximum, exactly
+    edges = np.unique(np.quantile(array, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
     if len(edges) < 2:
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
     counts, _ = np.histogram(array, bins=edges)
@@ -72,8 +73,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
     temporary.replace(path)
 
 
-def install_layer(staged: Path, target: Path) -> None:
-    """Move a complete staged layer into place; an older layer of the same name is replaced, never mixed."""
+def install_folder(staged: Path, target: Path) -> None:
+    """Move a complete staged folder into place; an older one of the same name is replaced, never mixed."""
     if target.exists():
         retired = target.with_name(f".{target.name}.old-{os.getpid()}")
         target.replace(retired)

@@ -15,7 +15,7 @@ import numpy as np
 from ferry.build.config import GateThresholds
 from ferry.runtime import Batch
 from ferry.runtime.constants import TEXT_CLASSIFICATION
-from ferry.runtime.predictor import mean_pool
+from ferry.runtime.predictor import l2_normalize, mean_pool
 
 _EPSILON = 1e-9
 
@@ -95,9 +95,7 @@ def compare_classification(
 
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, thresholds: GateThresholds) -> ParityReport:
     """Cosine between each text's fp32 and int8 vectors: the worst and the mean."""
-    ref = reference / np.clip(np.linalg.norm(reference, axis=-1, keepdims=True), 1e-12, None)
-    cand = candidate / np.clip(np.linalg.norm(candidate, axis=-1, keepdims=True), 1e-12, None)
-    cosine = np.sum(ref * cand, axis=-1)
+    cosine = np.sum(l2_normalize(reference) * l2_normalize(candidate), axis=-1)
     figures: dict[str, float | None] = {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean())}
     report = ParityReport(task="feature-extraction", texts=len(reference), figures=figures)
     if float(cosine.min()) < thresholds.min_cosine:

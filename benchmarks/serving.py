@@ -1,0 +1,137 @@
+"""The predict handler's cost over the model's own: warm latency ratio and a fresh-process cold start.
+
+Warm: one ~32-token text through the whole handler (an API Gateway v2 event in, the response out: validation,
+tokenization, the session, capture record, metrics) against the Predictor's own tokenize + session run for
+the same text, both measured in this run, medians of many repeats, interleaved.
+Cold: a new interpreter imports the handler with Tracer active (as in Lambda), loads the model and answers
+the first request; the times of each step.
+
+Run: .venv/bin/python benchmarks/serving.py [--layers-dir layers/model] [--model sentiment]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ("Honestly the new update is a huge improvement, the app feels faster and the battery lasts all day "
+        "now, really happy with it")
+LAMBDA_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "ferry-predict", "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+              "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_NAMESPACE": "Ferry"}
+
+_COLD = """
+import json, sys, time, io, contextlib
+started = time.perf_counter()
+sys.path.insert(0, sys.argv[1])
+import importlib.util
+spec = importlib.util.spec_from_file_location("app", sys.argv[1] + "/app.py")
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+imported = time.perf_counter()
+app.service.store.get(sys.argv[2])
+loaded = time.perf_counter()
+event = json.loads(sys.argv[3])
+class Context:
+    function_name = "ferry-predict"; memory_limit_in_mb = 2048; aws_request_id = "cold"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:ferry-predict"
+    def get_remaining_time_in_millis(self): return 29000
+with contextlib.redirect_stdout(io.StringIO()):
+    response = app.lambda_handler(event, Context())
+answered = time.perf_counter()
+assert response["statusCode"] == 200, response
+heavy = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
+print(json.dumps({"import_s": imported - started, "load_s": loaded - imported, "first_request_s": answered - loaded,
+                  "total_s": answered - started, "heavy_modules": heavy, "tracer": "aws_xray_sdk" in sys.modules}))
+"""
+
+
+def event(model: str) -> dict:
+    return {
+        "version": "2.0", "routeKey": "POST /v1/models/{model}/predict", "rawPath": f"/v1/models/{model}/predict",
+        "rawQueryString": "", "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": "POST", "path": f"/v1/models/{model}/predict", "sourceIp": "127.0.0.1",
+                                    "protocol": "HTTP/1.1", "userAgent": "bench"},
+                           "requestId": "bench", "routeKey": "POST /v1/models/{model}/predict", "stage": "$default",
+                           "accountId": "0", "apiId": "bench", "timeEpoch": 0},
+        "pathParameters": {"model": model}, "body": json.dumps({"inputs": TEXT}), "isBase64Encoded": False,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers-dir", type=Path, default=ROOT / "layers/model")
+    parser.add_argument("--model", default="sentiment")
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from ferry.runtime import layer_models_dirs
+
+    models_dir = os.pathsep.join(str(p) for p in layer_models_dirs(args.layers_dir.resolve()))
+    env = {**os.environ, **LAMBDA_ENV, "FERRY_MODELS_DIR": models_dir, "FERRY_ORT_THREADS": str(args.threads)}
+    cold_runs = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", _COLD, str(ROOT / "functions/predict"), args.model,
+                               json.dumps(event(args.model))], env=env, capture_output=True, text=True, check=True)
+        cold_runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    os.environ.update({**LAMBDA_ENV, "FERRY_MODELS_DIR": models_dir, "FERRY_ORT_THREADS": str(args.threads),
+                       "POWERTOOLS_TRACE_DISABLED": "true"})
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location("app", ROOT / "functions/predict/app.py")
+    assert spec and spec.loader
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    predictor = app.service.store.get(args.model)
+    tokens = predictor.encode([TEXT]).token_lengths[0]
+
+    class Context:
+        function_name = "ferry-predict"
+        memory_limit_in_mb = 2048
+        aws_request_id = "warm"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:ferry-predict"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 29000
+
+    request = event(args.model)
+    handler_ms, predictor_ms = [], []
+    sink = io.StringIO()
+    for _ in range(20):  # warm both paths
+        with contextlib.redirect_stdout(sink):
+            app.lambda_handler(dict(request), Context())
+        predictor.forward(predictor.encode([TEXT]))
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        predictor.forward(predictor.encode([TEXT]))
+        predictor_ms.append((time.perf_counter() - started) * 1000)
+        sink.seek(0)
+        sink.truncate()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(sink):
+            response = app.lambda_handler(dict(request), Context())
+        handler_ms.append((time.perf_counter() - started) * 1000)
+        assert response["statusCode"] == 200
+    handler, own = statistics.median(handler_ms), statistics.median(predictor_ms)
+    print(f"model {args.model} ({predictor.version}), one text of {tokens} tokens, {args.threads} threads, "
+          f"{args.repeats} repeats")
+    print(f"warm: handler {handler:.2f} ms vs Predictor (tokenize + session) {own:.2f} ms: ratio {handler / own:.2f}x "
+          "(target <= 1.25x)")
+    for run in cold_runs:
+        print(f"cold: import {run['import_s']:.2f} s + model load {run['load_s']:.2f} s + first request "
+              f"{run['first_request_s'] * 1000:.0f} ms = {run['total_s']:.2f} s (target < 1.0 s); "
+              f"tracer {'on' if run['tracer'] else 'off'}; heavy modules {run['heavy_modules'] or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The embedded AWS and the functions of template.yaml, started together and stopped together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ferry.local import template as tpl
+from ferry.local.functions import LocalFunction, environment
+from ferry.runtime.capture import encode_subscription_event
+from ferry.runtime.constants import CAPTURE_KEY, ENV_MODELS_DIR
+from ferry.runtime.manifest import layer_models_dirs
+
+REGION = "us-east-1"
+log = logging.getLogger("ferry.local")
+
+
+def s3_event(bucket: str, key: str, etag: str, size: int) -> dict[str, Any]:
+    """The S3 ObjectCreated notification Lambda receives."""
+    from urllib.parse import quote_plus
+
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION, "eventName": "ObjectCreated:Put",
+        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag.strip('"')}},
+    }]}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _resolve(value: Any, names: dict[str, str], parameters: dict[str, Any]) -> str:
+    """A template value as the local stack sees it: refs to resources become their local names."""
+    if isinstance(value, dict) and "Ref" in value:
+        ref = value["Ref"]
+        return names.get(ref) or str(parameters.get(ref, {}).get("Default", ""))
+    return str(value)
+
+
+class _CaptureTap(logging.Handler):
+    """Collects the capture records a function logs, as CloudWatch Logs would receive the lines."""
+
+    def __init__(self, formatter: logging.Formatter | None, sink: queue.Queue[tuple[int, str]]):
+        super().__init__(level=logging.INFO)
+        if formatter is not None:
+            self.setFormatter(formatter)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, CAPTURE_KEY):
+            self.sink.put((int(record.created * 1000), self.format(record)))
+
+
+class LocalStack:
+    """moto server + the template's tables + its functions, loaded once and invoked in this process."""
+
+    def __init__(self, root: Path, layers_dir: Path, template_path: Path | None = None):
+        self.root = root
+        self.layers_dir = layers_dir
+        self.template = tpl.load_template(template_path or root / "template.yaml")
+        self.routes = tpl.routes(self.template)
+        self.authorizer = tpl.lambda_authorizer(self.template)
+        self.functions: dict[str, LocalFunction] = {}
+        self.table_names: dict[str, str] = {}
+        self._moto: Any = None
+        self._captures: queue.Queue[tuple[int, str]] = queue.Queue()
+        self._stop = threading.Event()
+        self._deliverer: threading.Thread | None = None
+        self.delivered = 0
+        self.endpoint = ""
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log: one line per AWS call
+        port = free_port()
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._moto.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        os.environ.update({
+            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "ferry-local", "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_DEV": os.environ.get("POWERTOOLS_DEV", "false"),
+        })
+        self._create_tables()
+        self._load_functions()
+        self._deliverer = threading.Thread(target=self._deliver_captures, name="capture-delivery", daemon=True)
+        self._deliverer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._deliverer is not None:
+            self._deliverer.join(timeout=5)
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- resources --------------------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
+
+    def _create_tables(self) -> None:
+        dynamodb = self.client("dynamodb")
+        for logical_id, arguments in tpl.tables(self.template).items():
+            dynamodb.create_table(**arguments)
+            self.table_names[logical_id] = arguments["TableName"]
+        s3 = self.client("s3")
+        for logical_id, name in tpl.buckets(self.template).items():
+            s3.create_bucket(Bucket=name)
+            self.table_names[logical_id] = name
+
+    def store_api_key(self, key: str, name: str = "local") -> str:
+        """Store a key (hashed) in the table the authorizer reads, as `ferry keys create` does in AWS."""
+        import boto3
+
+        from ferry.runtime.keys import store_key
+
+        if self.authorizer is None:
+            raise ValueError("the template has no Lambda authorizer")
+        table_name = self.functions[self.authorizer].variables["FERRY_KEYS_TABLE"]
+        table = boto3.resource("dynamodb", region_name=REGION, endpoint_url=self.endpoint).Table(table_name)
+        return store_key(table, key, name)
+
+    def drop_file(self, bucket_id: str, key: str, path: Path) -> Any:
+        """Put a file into a template bucket and deliver the S3 event to the function it triggers."""
+        function, prefix = tpl.s3_triggers(self.template)[bucket_id]
+        if not key.startswith(prefix):
+            raise ValueError(f"{key}: the template triggers {function} only under {prefix}")
+        s3 = self.client("s3")
+        bucket = self.table_names[bucket_id]
+        s3.upload_file(str(path), bucket, key)
+        head = s3.head_object(Bucket=bucket, Key=key)
+        return self.invoke(function, s3_event(bucket, key, head["ETag"], head["ContentLength"]))
+
+    def _load_functions(self) -> None:
+        parameters = self.template.get("Parameters", {})
+        shared = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        models = os.pathsep.join(str(path) for path in layer_models_dirs(self.layers_dir))
+        for logical_id, function in tpl.functions(self.template, self.root).items():
+            variables = {key: _resolve(value, self.table_names, parameters)
+                         for key, value in {**shared, **function.environment}.items()}
+            variables[ENV_MODELS_DIR] = models
+            variables.setdefault("POWERTOOLS_SERVICE_NAME", logical_id)
+            self.functions[logical_id] = LocalFunction(function, variables)
+        for source, target in self._subscriptions():
+            module = self.functions[source].module
+            logger = getattr(module, "logger", None)
+            formatter = getattr(logger, "registered_formatter", None)
+            service = self.functions[source].variables["POWERTOOLS_SERVICE_NAME"]
+            logging.getLogger(service).addHandler(_CaptureTap(formatter, self._captures))
+            self._capture_target = target
+
+    def _subscriptions(self) -> list[tuple[str, str]]:
+        """(source function, destination function) of each log subscription filter in the template."""
+        resources = self.template["Resources"]
+        pairs = []
+        for resource in resources.values():
+            if resource.get("Type") != "AWS::Logs::SubscriptionFilter":
+                continue
+            properties = resource["Properties"]
+            group = properties["LogGroupName"].get("Ref") if isinstance(properties["LogGroupName"], dict) else None
+            destination = properties["DestinationArn"].get("Fn::GetAtt", [None])[0]
+            for logical_id, candidate in resources.items():
+                depends = candidate.get("DependsOn", [])
+                depends = [depends] if isinstance(depends, str) else depends
+                if candidate.get("Type") == "AWS::Serverless::Function" and group in depends:
+                    pairs.append((logical_id, destination))
+        return pairs
+
+    # -- invocation -------------------------------------------------------------------------------------------
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        return self.functions[logical_id].invoke(event)
+
+    def _deliver_captures(self) -> None:
+        while not self._stop.is_set() or not self._captures.empty():
+            batch: list[tuple[int, str]] = []
+            try:
+                batch.append(self._captures.get(timeout=0.1))
+            except queue.Empty:
+                continue
+            time.sleep(0.05)  # let the rest of the request's records arrive: one delivery per burst
+            while not self._captures.empty() and len(batch) < 500:
+                batch.append(self._captures.get_nowait())
+            target = self.functions[self._capture_target]
+            event = encode_subscription_event(f"/aws/lambda/{self._capture_source_name()}", "local", batch)
+            try:
+                with environment({}):
+                    target.invoke(event)
+                self.delivered += len(batch)
+            except Exception:  # a capture must never take the stack down; CloudWatch would retry
+                log.exception("capture delivery failed")
+
+    def _capture_source_name(self) -> str:
+        return next((source for source, _ in self._subscriptions()), "predict")

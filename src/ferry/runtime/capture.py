@@ -1,0 +1,109 @@
+"""Captured predictions: from the predict function's log records to DynamoDB, idempotently.
+
+The predict handler logs one structured record per prediction; a CloudWatch Logs subscription filter
+delivers those lines (gzip + base64) to the capture function, at least once. Each record is written with a
+conditional put on its prediction id, so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ferry.runtime.constants import CAPTURE_KEY
+from ferry.runtime.exceptions import FerryRuntimeError
+
+SECONDS_PER_DAY = 86_400
+
+
+class CaptureEventError(FerryRuntimeError):
+    """A subscription event that is not base64-encoded gzip of CloudWatch Logs JSON."""
+
+
+def decode_subscription_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload of a CloudWatch Logs subscription event: {"messageType", "logEvents": [...], ...}."""
+    try:
+        data = event["awslogs"]["data"]
+        payload = json.loads(gzip.decompress(base64.b64decode(data, validate=True)))
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise CaptureEventError(f"not a CloudWatch Logs subscription event ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict):
+        raise CaptureEventError("the subscription payload is not a JSON object")
+    return payload
+
+
+def encode_subscription_event(log_group: str, log_stream: str, messages: Iterable[tuple[int, str]]) -> dict[str, Any]:
+    """The event CloudWatch Logs sends a subscribed function: what the local stack delivers too."""
+    log_events = [{"id": str(index), "timestamp": timestamp, "message": message}
+                  for index, (timestamp, message) in enumerate(messages)]
+    payload = {"messageType": "DATA_MESSAGE", "owner": "000000000000", "logGroup": log_group,
+               "logStream": log_stream, "subscriptionFilters": ["ferry-capture"], "logEvents": log_events}
+    data = base64.b64encode(gzip.compress(json.dumps(payload).encode("utf-8"))).decode("ascii")
+    return {"awslogs": {"data": data}}
+
+
+def capture_records(payload: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The capture records among the log events; other lines (and CONTROL_MESSAGE probes) are skipped."""
+    if payload.get("messageType") != "DATA_MESSAGE":
+        return
+    for log_event in payload.get("logEvents") or []:
+        message = log_event.get("message", "") if isinstance(log_event, dict) else ""
+        start = message.find("{")
+        if start < 0:
+            continue
+        try:
+            line = json.loads(message[start:])
+        except ValueError:
+            continue
+        record = line.get(CAPTURE_KEY) if isinstance(line, dict) else None
+        if isinstance(record, dict) and isinstance(record.get("prediction_id"), str):
+            yield record
+
+
+def to_item(record: Mapping[str, Any], ttl_days: int) -> dict[str, Any]:
+    """A capture record as a DynamoDB item: numbers as Decimal, the window index key, and a TTL."""
+    item = {key: _dynamo_value(value) for key, value in record.items() if value is not None}
+    item["model_version"] = f"{record['model']}#{record['version']}"
+    item["expires_at"] = int(record["epoch_ms"] // 1000) + ttl_days * SECONDS_PER_DAY
+    return item
+
+
+def _dynamo_value(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    return value
+
+
+@dataclass
+class CaptureResult:
+    written: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+
+
+def write_captures(table: Any, records: Iterable[Mapping[str, Any]], ttl_days: int) -> CaptureResult:
+    """Write each record once: a conditional put on prediction_id makes redelivery harmless."""
+    from botocore.exceptions import ClientError
+
+    result = CaptureResult()
+    for record in records:
+        try:
+            item = to_item(record, ttl_days)
+        except (KeyError, TypeError, ValueError):
+            result.invalid += 1
+            continue
+        try:
+            table.put_item(Item=item, ConditionExpression="attribute_not_exists(prediction_id)")
+            result.written += 1
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            result.duplicates += 1
+    return result

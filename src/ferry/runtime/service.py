@@ -1,0 +1,170 @@
+"""What the predict and embed endpoints do, independent of Lambda and HTTP: limits, models, capture records.
+
+A handler parses its event, calls :class:`PredictionService`, and shapes the answer; everything here is
+testable without an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.exceptions import FerryRuntimeError, InvalidInputError, UnsupportedTaskError
+from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
+from ferry.runtime.predictor import Predictor, l2_normalize
+from ferry.runtime.settings import Settings
+
+
+class PayloadTooLargeError(FerryRuntimeError):
+    """A request over one of the configured limits (texts per request, characters per text, body size)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The result of one request: the payload to return, one id per input, and what to capture."""
+
+    payload: Any
+    prediction_ids: list[str]
+    captures: list[dict[str, Any]]
+    model: str
+    version: str
+    latency_ms: float
+
+
+class ModelStore:
+    """Loads each model once per process, on first use, and keeps it; safe to share between threads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._loaded: dict[str, Predictor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Predictor:
+        predictor = self._loaded.get(name)
+        if predictor is not None:
+            return predictor
+        with self._lock:
+            if name not in self._loaded:
+                model_dir = resolve_model_dir(name, self.settings.models_path)
+                self._loaded[name] = Predictor.load(model_dir, threads=self.settings.ort_threads)
+            return self._loaded[name]
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def available(self) -> dict[str, Manifest]:
+        """Every model in the search path with its manifest (read, not loaded)."""
+        return {name: Manifest.load(path) for name, path in discover_models(self.settings.models_path).items()}
+
+
+class PredictionService:
+    def __init__(self, settings: Settings, store: ModelStore | None = None):
+        self.settings = settings
+        self.store = store or ModelStore(settings)
+
+    def check_inputs(self, inputs: str | Sequence[str]) -> list[str]:
+        """The texts of a request, or a precise error: empty, not strings, too many, too long."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts:
+            raise InvalidInputError("inputs is empty: give a string or a non-empty list of strings")
+        if len(texts) > self.settings.max_inputs:
+            raise PayloadTooLargeError(
+                f"inputs has {len(texts)} texts; at most {self.settings.max_inputs} are accepted per request"
+            )
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"inputs[{index}] is {type(text).__name__}, not a string")
+            if not text.strip():
+                raise InvalidInputError(f"inputs[{index}] is empty")
+            if len(text) > self.settings.max_input_chars:
+                raise PayloadTooLargeError(
+                    f"inputs[{index}] has {len(text)} characters; at most {self.settings.max_input_chars} "
+                    "are accepted per text"
+                )
+        return texts
+
+    def classify(
+        self, model: str, inputs: str | Sequence[str], *, top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> Answer:
+        texts = self.check_inputs(inputs)
+        predictor = self.store.get(model)
+        if predictor.task != TEXT_CLASSIFICATION:
+            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use /embed, not /predict")
+        started = time.perf_counter()
+        batch = predictor.encode(texts)
+        scores = predictor.scores(predictor.forward(batch), function_to_apply)
+        ranked = predictor.rank(scores, top_k)
+        latency_ms = (time.perf_counter() - started) * 1000
+        best = [(row[0]["label"], row[0]["score"]) for row in predictor.rank(scores, 1)]
+        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, ranked, latency_ms)
+
+    def embed(self, model: str, inputs: str | Sequence[str], *, normalize: bool | None = None,
+              truncate: bool = True) -> Answer:
+        texts = self.check_inputs(inputs)
+        predictor = self.store.get(model)
+        if predictor.task != FEATURE_EXTRACTION:
+            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use /predict, not /embed")
+        started = time.perf_counter()
+        batch = predictor.encode(texts)
+        if not truncate and any(batch.truncated):
+            index = batch.truncated.index(True)
+            raise PayloadTooLargeError(
+                f"inputs[{index}] has {batch.token_lengths[index]} tokens, over the model's "
+                f"{predictor.manifest.max_length}; send shorter text or truncate=true"
+            )
+        vectors = predictor.forward(batch)
+        if predictor.manifest.normalize_default if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        latency_ms = (time.perf_counter() - started) * 1000
+        payload = vectors.astype(float).tolist()
+        none: list[tuple[str | None, float | None]] = [(None, None)] * len(texts)
+        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, none, payload, latency_ms)
+
+    def _answer(self, predictor: Predictor, texts: list[str], lengths: list[int], truncated: list[bool],
+                best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float) -> Answer:
+        now = datetime.now(UTC)
+        ids = [uuid.uuid4().hex for _ in texts]
+        captures = [
+            capture_record(
+                prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
+                label=label, score=score, latency_ms=latency_ms, batch_size=len(texts), token_length=length,
+                truncated=cut, text=text, keep_text=self.settings.capture_text,
+            )
+            for prediction_id, text, length, cut, (label, score) in zip(ids, texts, lengths, truncated, best,
+                                                                         strict=True)
+        ]
+        return Answer(payload=payload, prediction_ids=ids, captures=captures, model=predictor.name,
+                      version=predictor.version, latency_ms=latency_ms)
+
+
+def capture_record(
+    *, prediction_id: str, model: str, version: str, time: datetime, label: str | None, score: float | None,
+    latency_ms: float, batch_size: int, token_length: int, truncated: bool, text: str, keep_text: bool,
+) -> dict[str, Any]:
+    """One prediction as the capture function stores it: never the text itself unless configured."""
+    record: dict[str, Any] = {
+        "prediction_id": prediction_id,
+        "model": model,
+        "version": version,
+        "time": time.isoformat(timespec="milliseconds"),
+        "epoch_ms": int(time.timestamp() * 1000),
+        "latency_ms": round(latency_ms, 3),
+        "batch_size": batch_size,
+        "token_length": token_length,
+        "truncated": truncated,
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
+    if label is not None:
+        record["label"] = label
+        record["score"] = round(float(score or 0.0), 6)
+    if keep_text:
+        record["text"] = text
+    return record

@@ -1,0 +1,80 @@
+"""The runtime's configuration: read from the environment once per container, validated, frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry.runtime.constants import (
+    DEFAULT_CAPTURE_TTL_DAYS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_INPUT_CHARS,
+    DEFAULT_MAX_INPUTS,
+    ENV_CAPTURE_TABLE,
+    ENV_CAPTURE_TEXT,
+    ENV_CAPTURE_TTL_DAYS,
+    ENV_MAX_BODY_BYTES,
+    ENV_MAX_INPUT_CHARS,
+    ENV_MAX_INPUTS,
+    ENV_MODELS_DIR,
+    ENV_ORT_THREADS,
+)
+from ferry.runtime.exceptions import FerryRuntimeError
+from ferry.runtime.manifest import models_search_path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(FerryRuntimeError):
+    """An environment variable holds a value the runtime cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_path: tuple[Path, ...] = field(default_factory=lambda: tuple(models_search_path()))
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ort_threads: int = 0
+    capture_text: bool = False
+    capture_table: str | None = None
+    capture_ttl_days: int = DEFAULT_CAPTURE_TTL_DAYS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            models_path=tuple(models_search_path(env.get(ENV_MODELS_DIR) or None)),
+            max_inputs=_int(env, ENV_MAX_INPUTS, DEFAULT_MAX_INPUTS, 1),
+            max_input_chars=_int(env, ENV_MAX_INPUT_CHARS, DEFAULT_MAX_INPUT_CHARS, 1),
+            max_body_bytes=_int(env, ENV_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1),
+            ort_threads=_int(env, ENV_ORT_THREADS, 0, 0),
+            capture_text=_bool(env, ENV_CAPTURE_TEXT),
+            capture_table=env.get(ENV_CAPTURE_TABLE) or None,
+            capture_ttl_days=_int(env, ENV_CAPTURE_TTL_DAYS, DEFAULT_CAPTURE_TTL_DAYS, 1),
+        )

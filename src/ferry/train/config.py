@@ -1,0 +1,68 @@
+"""Settings of a fine-tuning run, validated once. Defaults are the recipe measured on the tweets (STACK.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry.data.dataset import DEFAULT_FRACTIONS
+
+
+class TrainError(Exception):
+    """Training cannot start or cannot finish; nothing is left in the output folder."""
+
+
+class InvalidTrainConfigError(TrainError):
+    """An argument of `ferry train` is wrong."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base: str  # a local Hugging Face folder or a packaged hub id
+    data: str  # "default" (the bundled tweets) or a CSV/JSONL file
+    out: Path
+    neutral: bool = False  # bundled tweets: three classes instead of negative/positive
+    labels: tuple[str, ...] | None = None  # a user file: the closed set of labels, in this order
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = 64  # tweets: median 33 tokens, p99 60
+    steps: int = 880
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    min_confidence: float | None = 0.6  # training rows below it are dropped (rows without one are kept)
+    validations: int = 3  # validation passes during training (the last one at the final step)
+    freeze_embeddings: bool = True  # the word embedding table: half of MiniLM's weights, and its optimizer cost
+    sampling: str = "natural"  # "natural" (shuffled epochs) or "balanced" (classes drawn uniformly)
+    frozen_layers: int = 2  # the lowest encoder layers stay as pre-trained: a quarter less work a step
+    train_eval_texts: int = 300  # the train split's figures are measured on this many of its texts
+    max_train_texts: int | None = None  # a slice, for quick runs
+    max_validation_texts: int | None = 800  # validation passes during training use a sample this large
+    max_eval_texts: int | None = None  # cap on test texts (and the final validation), for quick runs
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length,
+                    "validations": self.validations}
+        for name, value in positive.items():
+            if value < 1:
+                raise InvalidTrainConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not 0 < self.learning_rate < 1:
+            raise InvalidTrainConfigError(f"--learning-rate must be in (0, 1), got {self.learning_rate}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InvalidTrainConfigError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.sampling not in ("natural", "balanced"):
+            raise InvalidTrainConfigError(f"--sampling must be natural or balanced, got {self.sampling!r}")
+        if self.frozen_layers < 0:
+            raise InvalidTrainConfigError(f"--frozen-layers must be >= 0, got {self.frozen_layers}")
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise InvalidTrainConfigError(f"--min-confidence must be in [0, 1], got {self.min_confidence}")
+        if self.out.exists() and not self.out.is_dir():
+            raise InvalidTrainConfigError(f"--out {self.out} exists and is not a folder")
+        if self.data != "default" and not Path(self.data).exists():
+            raise InvalidTrainConfigError(f"--data {self.data}: no such file (or use --data default)")

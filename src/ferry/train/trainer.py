@@ -1,0 +1,410 @@
+"""`ferry train`: fine-tune a Hugging Face encoder as a text classifier on CPU with torch.
+
+Seeded and reproducible; class-balanced batches; AdamW with linear warmup and decay; validation at regular
+intervals keeping the best checkpoint; a wall-clock budget that covers the final evaluation too. Writes a
+Hugging Face model folder (labels in its config), the test split with predictions, and a training report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferry.build.layer import install_folder
+from ferry.build.source import TRAINING_REPORT_FILE, resolve_source
+from ferry.data.dataset import Dataset, LabelledText, load_dataset
+from ferry.runtime.metrics import classification_metrics
+from ferry.train.config import InvalidTrainConfigError, TrainConfig, TrainError
+
+REPORT_FILE = TRAINING_REPORT_FILE
+PREDICTIONS_DIR = "predictions"
+Progress = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    report: dict[str, Any]
+
+
+def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
+    """Fine-tune, evaluate and save; the output folder appears only when everything is written."""
+    started = time.perf_counter()
+    dataset = _load(config)
+    train_rows = _training_rows(dataset, config)
+    validation = _cap(dataset.splits["validation"], config.max_eval_texts)
+    test = _cap(dataset.splits["test"], config.max_eval_texts)
+    quick_validation = _sample(validation, config.max_validation_texts, config.seed)
+    if not validation or not test:
+        raise TrainError(f"{dataset.source}: too few texts for validation and test splits; give more data")
+    source = _source(config.base)
+    progress(f"fine-tuning {config.base} on {len(train_rows)} texts of {dataset.source} "
+             f"({', '.join(dataset.labels)}); {config.steps} steps of {config.batch_size}")
+    run = _Run(config, dataset.labels, source, progress)
+    history = run.fit(train_rows, quick_validation, started)
+    run.restore_best()
+    progress(f"evaluating the best checkpoint (step {run.best_step})")
+    validation_logits = run.logits(validation)
+    prior: dict[str, Any] = {"applied": False, "reason": "natural sampling keeps the class prior"}
+    if config.sampling == "balanced":
+        prior, validation_logits = run.correct_prior(validation_logits, validation, dataset.splits["train"])
+    evaluated = {
+        "train": run.evaluate(_cap(train_rows, config.train_eval_texts)),
+        "validation": run.metrics(validation, validation_logits),
+        "test": run.evaluate(test),
+    }
+    report = {
+        "base": config.base,
+        "data": dataset.source,
+        "labels": list(dataset.labels),
+        "dataset": {"stats": dataset.stats, "counts": dataset.counts(), "train_rows_used": len(train_rows)},
+        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
+        "steps": run.steps_done,
+        "best_step": run.best_step,
+        "stopped_early": run.stopped_early,
+        "history": history,
+        "prior_correction": prior,
+        "splits": {name: metrics for name, (metrics, _) in evaluated.items()},
+        "train_split_note": f"train metrics are on {min(len(train_rows), config.train_eval_texts)} training texts",
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "threads": run.threads,
+    }
+    _save(config.out, run, report, {name: rows for name, rows in
+                                    (("validation", validation), ("test", test))}, evaluated)
+    progress(f"saved {config.out}: test accuracy {report['splits']['test']['accuracy']:.4f}, "
+             f"macro-F1 {report['splits']['test']['macro_f1']:.4f}, {report['wall_seconds']:.0f} s")
+    return TrainResult(out=config.out, report=report)
+
+
+def _load(config: TrainConfig) -> Dataset:
+    from ferry.data import DataError
+
+    try:
+        return load_dataset(config.data, labels=config.labels, neutral=config.neutral,
+                            text_column=config.text_column, label_column=config.label_column,
+                            fractions=config.fractions)
+    except DataError as exc:
+        raise InvalidTrainConfigError(f"--data {exc}") from None
+
+
+def _source(base: str) -> Path:
+    from ferry.build.exceptions import ModelSourceError
+
+    try:
+        return resolve_source(base, "feature-extraction").path
+    except ModelSourceError as exc:
+        raise InvalidTrainConfigError(str(exc).replace("--model", "--base")) from None
+
+
+def _training_rows(dataset: Dataset, config: TrainConfig) -> list[LabelledText]:
+    rows = [row for row in dataset.splits["train"]
+            if config.min_confidence is None or row.confidence is None or row.confidence >= config.min_confidence]
+    rows = _cap(rows, config.max_train_texts)
+    missing = [label for label in dataset.labels if not any(row.label == label for row in rows)]
+    if missing:
+        raise TrainError(f"{dataset.source}: no training texts labelled {', '.join(missing)}")
+    return rows
+
+
+def _sample(rows: Sequence[LabelledText], limit: int | None, seed: int) -> list[LabelledText]:
+    """A seeded random sample that keeps the split's label distribution (what test accuracy is measured on)."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    picked = np.random.default_rng(seed).choice(len(rows), size=limit, replace=False)
+    return [rows[int(i)] for i in sorted(picked)]
+
+
+def _cap(rows: Sequence[LabelledText], limit: int | None) -> list[LabelledText]:
+    """The first `limit` rows, interleaved across labels so that a slice keeps every class."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    by_label: dict[str, list[LabelledText]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    picked: list[LabelledText] = []
+    queues = [list(reversed(group)) for group in by_label.values()]
+    while len(picked) < limit:
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop())
+    return picked
+
+
+class _Run:
+    """One training run: the model, its optimizer and the best checkpoint so far."""
+
+    def __init__(self, config: TrainConfig, labels: Sequence[str], source: Path, progress: Progress):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.torch = torch
+        self.config = config
+        self.labels = list(labels)
+        self.progress = progress
+        self.threads = config.threads or os.cpu_count() or 1
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            str(source), local_files_only=True, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        )
+        if config.freeze_embeddings:
+            self.model.get_input_embeddings().weight.requires_grad_(False)
+        if config.frozen_layers:
+            layers = _encoder_layers(self.model)
+            if config.frozen_layers >= len(layers):
+                raise InvalidTrainConfigError(
+                    f"--frozen-layers {config.frozen_layers}: the model has only {len(layers)} layers")
+            for layer in layers[: config.frozen_layers]:
+                layer.requires_grad_(False)
+        self.best_state: dict[str, Any] | None = None
+        self.best_score = -math.inf
+        self.best_step = 0
+        self.steps_done = 0
+        self.planned_steps = config.steps
+        self.stopped_early: str | None = None
+        self.setup_seconds = 0.0  # model load and tokenization before the first step
+        self.eval_seconds = 0.0
+        self.evaluated_texts = 0
+        self.validation_every = 0  # fixed once the budget is first planned
+
+    def _inputs(self, texts: Sequence[str]) -> Any:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length,
+                              return_tensors="pt")
+
+    def _batches(self, rows: Sequence[LabelledText]) -> Iterator[list[LabelledText]]:
+        """Batches bucketed by length: a pool of 8 batches is sorted by token count and cut in order, so that
+        little of each batch is padding. `natural` sampling goes through shuffled epochs (every text once per
+        epoch); `balanced` draws a class uniformly, then a text of that class."""
+        by_class = [np.array([i for i, row in enumerate(rows) if row.label == label]) for label in self.labels]
+        lengths = [len(ids) for ids in self.tokenizer([row.text for row in rows], truncation=True,
+                                                       max_length=self.config.max_length)["input_ids"]]
+        size = self.config.batch_size
+        epoch: list[int] = []
+        while True:
+            if self.config.sampling == "balanced":
+                classes = self.rng.integers(0, len(self.labels), size=size * 8)
+                drawn = [int(self.rng.choice(by_class[c])) for c in classes]
+            else:
+                while len(epoch) < size * 8:
+                    epoch.extend(int(i) for i in self.rng.permutation(len(rows)))
+                drawn, epoch = epoch[: size * 8], epoch[size * 8 :]
+            pool = sorted(drawn, key=lambda i: lengths[i])
+            for start in self.rng.permutation(8) * size:
+                yield [rows[i] for i in pool[start : start + size]]
+
+    def fit(self, rows: Sequence[LabelledText], validation: Sequence[LabelledText], started: float) -> list[dict]:
+        torch = self.torch
+        config = self.config
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for n, p in trainable if not n.endswith(("bias", "LayerNorm.weight"))],
+              "weight_decay": config.weight_decay},
+             {"params": [p for n, p in trainable if n.endswith(("bias", "LayerNorm.weight"))], "weight_decay": 0.0}],
+            lr=config.learning_rate, fused=True,
+        )
+        warmup = min(config.warmup_steps, config.steps // 4)
+
+        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0 at the planned last step
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (self.planned_steps - step) / max(1, self.planned_steps - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        label_ids = {label: i for i, label in enumerate(self.labels)}
+        history: list[dict[str, Any]] = []
+        bar = _bar(config.steps)
+        losses: list[float] = []
+        batches = self._batches(rows)
+        next_batch = next(batches)
+        self.setup_seconds = time.perf_counter() - started
+        while self.steps_done < self.planned_steps:
+            self.model.train()
+            batch, next_batch = next_batch, next(batches)
+            inputs = self._inputs([row.text for row in batch])
+            loss = self.model(**inputs, labels=torch.tensor([label_ids[row.label] for row in batch])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            self.steps_done += 1
+            bar.update(1)
+            if self.steps_done == _CALIBRATION_STEPS:
+                self._fit_budget(started, len(validation))
+                self.validation_every = max(1, math.ceil(self.planned_steps / config.validations))
+            if self._validation_due():
+                eval_started = time.perf_counter()
+                metrics, _ = self.evaluate(validation)
+                self.eval_seconds += time.perf_counter() - eval_started
+                self.evaluated_texts += len(validation)
+                if self.steps_done < self.planned_steps:  # the last validation closes the run: no replanning
+                    self._fit_budget(started, len(validation))
+                recent = losses[-max(1, self.planned_steps // config.validations):]
+                history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4),
+                                "validation_accuracy": round(metrics["accuracy"], 4),
+                                "validation_macro_f1": round(metrics["macro_f1"], 4),
+                                "elapsed_s": round(time.perf_counter() - started, 1)})
+                self.progress(f"step {self.steps_done}/{self.planned_steps}: validation accuracy "
+                              f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+                self._keep_if_best(metrics["accuracy"])
+        bar.close()
+        return history
+
+    def _validation_due(self) -> bool:
+        every = self.validation_every or max(1, math.ceil(self.planned_steps / self.config.validations))
+        return self.steps_done % every == 0 or self.steps_done == self.planned_steps
+
+    def _fit_budget(self, started: float, validation_texts: int) -> None:
+        """Plan the steps so that training, its validations and the final evaluation fit --max-minutes.
+
+        Replanned after every validation from the times measured so far. The schedule decays to zero at the
+        planned step, so a shorter run is a complete one, not a cut one."""
+        if self.config.max_minutes is None:
+            return
+        now = time.perf_counter()
+        per_step = (now - started - self.setup_seconds - self.eval_seconds) / self.steps_done
+        # inference costs about a third of a training step per text until a validation has been timed
+        per_text = (self.eval_seconds / self.evaluated_texts if self.evaluated_texts
+                    else per_step / (3 * self.config.batch_size))
+        every = self.validation_every or max(1, math.ceil(self.planned_steps / self.config.validations))
+        validations_left = max(0, math.ceil((self.planned_steps - self.steps_done) / every))
+        final_texts = self.config.train_eval_texts + 2 * (self.config.max_eval_texts or 2300)
+        reserve = per_text * (validations_left * validation_texts + final_texts) * 1.1 + 10.0  # + saving
+        available = self.config.max_minutes * 60 - (now - started) - reserve
+        fitting = min(self.config.steps, self.steps_done + int(available / per_step))
+        if fitting != self.planned_steps:
+            self.planned_steps = max(self.steps_done + 1, fitting)
+            self.stopped_early = None
+            if self.planned_steps < self.config.steps:
+                self.stopped_early = (f"--max-minutes {self.config.max_minutes}: planned {self.planned_steps} of "
+                                      f"{self.config.steps} steps at {per_step:.2f} s a step")
+                self.progress(self.stopped_early)
+
+    def _keep_if_best(self, score: float) -> None:
+        """Keep the checkpoint with the best validation accuracy; a tie goes to the later, more trained one."""
+        if score >= self.best_score:
+            self.best_score = score
+            self.best_step = self.steps_done
+            self.best_state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def logits(self, rows: Sequence[LabelledText]) -> np.ndarray:
+        """The model's logits for `rows`, in order (computed with texts sorted by length, for speed)."""
+        torch = self.torch
+        self.model.eval()
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))
+        logits = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), 64):
+                chunk = order[start : start + 64]
+                logits[chunk] = self.model(**self._inputs([rows[i].text for i in chunk])).logits.float().numpy()
+        return logits
+
+    def evaluate(self, rows: Sequence[LabelledText]) -> tuple[dict[str, Any], np.ndarray]:
+        """Metrics on `rows` and the predicted class of each."""
+        return self.metrics(rows, self.logits(rows))
+
+    def metrics(self, rows: Sequence[LabelledText], logits: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        predicted = logits.argmax(axis=-1)
+        truth = [self.labels.index(row.label) for row in rows]
+        return classification_metrics(truth, predicted.tolist(), self.labels), predicted
+
+    def correct_prior(
+        self, logits: np.ndarray, validation: Sequence[LabelledText], train: Sequence[LabelledText]
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Undo the class-balanced sampling's uniform prior: add log(class share of the training split) to the
+        classifier's bias (logit adjustment) when that raises validation accuracy. Returns the decision and
+        the validation logits as the model now computes them."""
+        counts = np.array([sum(1 for row in train if row.label == label) for label in self.labels], dtype=np.float64)
+        shift = np.log(counts / counts.sum())
+        shift -= shift.mean()
+        truth = np.array([self.labels.index(row.label) for row in validation])
+        before = float(np.mean(logits.argmax(axis=-1) == truth))
+        after = float(np.mean((logits + shift).argmax(axis=-1) == truth))
+        applied = after > before
+        if applied:
+            bias = _classifier_bias(self.model, len(self.labels))
+            with self.torch.no_grad():
+                bias += self.torch.tensor(shift, dtype=bias.dtype)
+        decision = {"applied": applied, "shift": [round(float(v), 4) for v in shift],
+                    "validation_accuracy_without": round(before, 4), "validation_accuracy_with": round(after, 4)}
+        self.progress(f"prior correction {'applied' if applied else 'not applied'}: validation accuracy "
+                      f"{before:.4f} without, {after:.4f} with")
+        return decision, (logits + shift if applied else logits)
+
+
+_CALIBRATION_STEPS = 10
+
+
+def _classifier_bias(model: Any, classes: int) -> Any:
+    """The bias of the layer that produces the logits: the last Linear with one output per class."""
+    import torch
+
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == classes]
+    if not last or last[-1].bias is None:
+        raise TrainError(f"cannot find the classification layer of {type(model).__name__}")
+    return last[-1].bias
+
+
+def _encoder_layers(model: Any) -> Any:
+    """The stack of transformer layers of a BERT-like model (BERT, DistilBERT, RoBERTa, ...)."""
+    base = model.base_model
+    for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
+        node = base
+        for attribute in path:
+            node = getattr(node, attribute, None)
+        if node is not None:
+            return node
+    raise InvalidTrainConfigError(f"cannot find the encoder layers of {type(model).__name__}; use --frozen-layers 0")
+
+
+def _bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="training", unit="step", file=sys.stderr, mininterval=2.0,
+                disable=not sys.stderr.isatty())
+
+
+def _save(out: Path, run: _Run, report: dict[str, Any], splits: dict[str, list[LabelledText]],
+          evaluated: dict[str, tuple[dict[str, Any], np.ndarray]]) -> None:
+    """Write into a hidden sibling folder, then rename: a half-written model never appears at `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        run.model.save_pretrained(staging)
+        run.tokenizer.save_pretrained(staging)
+        (staging / PREDICTIONS_DIR).mkdir()
+        for name, rows in splits.items():
+            _, predicted = evaluated[name]
+            with (staging / PREDICTIONS_DIR / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+                for row, guess in zip(rows, predicted, strict=True):
+                    handle.write(json.dumps({"text": row.text, "label": row.label,
+                                             "predicted": run.labels[int(guess)]}, ensure_ascii=False) + "\n")
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        install_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""`ferry serve` over real HTTP: the API as clients see it, and captures landing in the embedded DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, offline_env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    def __init__(self, layers, *extra: str):
+        self.port = _free_port()
+        env = offline_env()
+        env.pop("HF_HUB_OFFLINE")  # InferenceClient refuses even 127.0.0.1 when it is set (STACK.md)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ferry.cli", "serve", "--port", str(self.port), "--layers-dir", str(layers), *extra],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        seen = []
+        for _ in range(200):  # the banner comes after the stack is up; function logs may come first
+            line = self.process.stdout.readline()
+            seen.append(line)
+            match = re.search(r"at (http://\S+) \(embedded AWS at (http://\S+)\)", line)
+            if match or not line:
+                break
+        assert match, "".join(seen)
+        self.url, self.aws = match.group(1), match.group(2)
+        self.lines: list[str] = []
+        # keep reading the server's output, or its logs would fill the pipe and stall it
+        self._drain = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self._drain.start()
+
+    def request(self, method: str, path: str, body=None, headers=None, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json", **(headers or {})} if data is not None else (headers or {})
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=15)
+        self._drain.join(timeout=5)
+        return code
+
+
+@pytest.fixture(scope="module")
+def server(serving_layers):
+    running = Server(serving_layers)
+    yield running
+    assert running.stop() == 0
+
+
+def test_predict_answers_the_inference_api_shape_with_ids(server):
+    status, headers, body = server.request("POST", "/v1/models/tiny-bert/predict", {"inputs": "what a lovely day"})
+    assert status == 200
+    assert len(body) == 1 and {item["label"] for item in body[0]} == {"negative", "positive"}
+    assert body[0][0]["score"] >= body[0][1]["score"]
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ferry-prediction-ids"])
+    status, headers, body = server.request("POST", "/v1/models/tiny-bert/predict",
+                                           {"inputs": ["good", "bad", "ok"], "parameters": {"top_k": 1}})
+    assert status == 200 and [len(item) for item in body] == [1, 1, 1]
+    assert len(headers["x-ferry-prediction-ids"].split(",")) == 3
+
+
+def test_embed_matches_the_runtime(server, minilm_build):
+    from ferry.runtime import Predictor
+
+    status, _, body = server.request("POST", "/v1/models/minilm/embed", {"inputs": ["a guitar", "the stock market"]})
+    assert status == 200
+    expected = Predictor.load(minilm_build[0]).embed(["a guitar", "the stock market"])
+    assert np.allclose(np.array(body), expected, atol=1e-5)
+    _, _, raw = server.request("POST", "/v1/models/minilm/embed", {"inputs": "a guitar", "normalize": False})
+    assert abs(np.linalg.norm(raw[0]) - 1.0) > 0.01
+
+
+def test_huggingface_inference_client_works_unchanged(server, monkeypatch):
+    from huggingface_hub import InferenceClient, constants
+
+    # offline mode makes the client refuse even 127.0.0.1 (STACK.md); the build tests need it on
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    classifier = InferenceClient(model=f"{server.url}/v1/models/tiny-bert/predict", token="unused")
+    labels = classifier.text_classification("I love it")
+    assert {item.label for item in labels} == {"negative", "positive"}
+    assert abs(sum(item.score for item in labels) - 1.0) < 1e-4
+    embedder = InferenceClient(model=f"{server.url}/v1/models/minilm/embed", token="unused")
+    vector = embedder.feature_extraction("I love it", normalize=True)
+    assert vector.shape[-1] == 384 and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+
+
+BAD_REQUESTS = [
+    ("POST", "/v1/models/tiny-bert/predict", None, b'{"inputs": ', 400, "the body is not valid JSON"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": 3}, None, 400, "inputs must be a string or a list of strings"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": []}, None, 400, "inputs is empty"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": ["ok", " "]}, None, 400, "inputs[1] is empty"),
+    ("POST", "/v1/models/tiny-bert/predict", {"text": "hi"}, None, 400, "unknown parameter 'text'; accepted: inputs"),
+    ("POST", "/v1/models/tiny-bert/predict", {}, None, 400, "inputs is required"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi", "parameters": {"temperature": 1}}, None, 400,
+     "unknown parameter 'parameters.temperature'; accepted: top_k, function_to_apply"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi", "parameters": {"top_k": "2"}}, None, 400,
+     "parameters.top_k"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi", "parameters": {"function_to_apply": "relu"}}, None,
+     400, "parameters.function_to_apply"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": ["x"] * 65}, None, 413, "at most 64 are accepted"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": "x" * 10001}, None, 413, "at most 10000 are accepted"),
+    ("POST", "/v1/models/nope/predict", {"inputs": "hi"}, None, 404, "no model named 'nope'"),
+    ("POST", "/v1/models/Bad_Name/predict", {"inputs": "hi"}, None, 404, "is not valid"),
+    ("POST", "/v1/models/minilm/predict", {"inputs": "hi"}, None, 400, "is feature-extraction: use /embed"),
+    ("POST", "/v1/models/tiny-bert/embed", {"inputs": "hi"}, None, 400, "is text-classification: use /predict"),
+    ("POST", "/v1/models/minilm/embed", {"inputs": "word " * 400, "truncate": False}, None, 413, "truncate=true"),
+    ("GET", "/v1/models/nope", None, None, 404, "no model named 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "raw", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_their_4xx_and_a_message(server, method, path, body, raw, status, message):
+    code, _, answer = server.request(method, path, body, raw=raw)
+    assert code == status, answer
+    assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message"}
+    assert message in answer["error"]["message"]
+
+
+def test_wrong_content_type_and_unknown_route(server):
+    code, _, answer = server.request("POST", "/v1/models/tiny-bert/predict", raw=b"inputs=hi",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert code == 415 and "Content-Type must be application/json" in answer["error"]["message"]
+    code, _, answer = server.request("GET", "/v2/anything")
+    assert code == 404 and answer == {"message": "Not Found"}  # API Gateway's own shape
+
+
+def test_models_health_and_openapi(server):
+    code, _, answer = server.request("GET", "/v1/models")
+    assert code == 200 and {m["name"] for m in answer["models"]} == {"tiny-bert", "minilm"}
+    code, _, answer = server.request("GET", "/v1/models/tiny-bert")
+    assert code == 200 and answer["labels"] == ["negative", "positive"] and answer["parity"]["passed"]
+    assert server.request("GET", "/healthz")[0] == 200
+    code, _, spec = server.request("GET", "/openapi.json")
+    assert code == 200 and "/v1/models/{model}/predict" in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert {"PredictRequest", "EmbedRequest"} <= set(schemas)
+
+
+def test_every_prediction_is_captured_in_dynamodb(server):
+    import boto3
+
+    _, headers, _ = server.request("POST", "/v1/models/tiny-bert/predict", {"inputs": ["capture me", "and me"]})
+    ids = headers["x-ferry-prediction-ids"].split(",")
+    table = boto3.resource("dynamodb", endpoint_url=server.aws, region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x").Table("CaptureTable")
+    deadline = time.time() + 10
+    items = []
+    while time.time() < deadline:
+        items = [table.get_item(Key={"prediction_id": i}).get("Item") for i in ids]
+        if all(items):
+            break
+        time.sleep(0.2)
+    assert all(items), "captures did not arrive"
+    for item in items:
+        assert item["model"] == "tiny-bert" and item["label"] in {"negative", "positive"}
+        assert item["model_version"].startswith("tiny-bert#") and len(item["text_sha256"]) == 64
+        assert "text" not in item  # the raw text only when FERRY_CAPTURE_TEXT=true
+        assert int(item["expires_at"]) > time.time()
+
+
+def test_api_key_goes_through_the_lambda_authorizer(serving_layers):
+    key = "fry_local-test-key-0123456789"
+    secured = Server(serving_layers, "--api-key", key)
+    try:
+        code, _, answer = secured.request("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi"})
+        assert code == 401 and answer == {"message": "Unauthorized"}  # no header: API Gateway's own 401
+        for wrong in ("Bearer fry_not-the-right-key-000000", "Basic " + key, "Bearer short"):
+            code, _, answer = secured.request("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi"},
+                                              headers={"Authorization": wrong})
+            assert code == 403 and answer == {"message": "Forbidden"}, wrong
+        code, _, _ = secured.request("POST", "/v1/models/tiny-bert/predict", {"inputs": "hi"},
+                                     headers={"Authorization": f"Bearer {key}"})
+        assert code == 200
+        assert secured.request("GET", "/healthz")[0] == 200  # Auth: NONE in the template
+    finally:
+        assert secured.stop() == 0
+
+
+def test_a_short_api_key_is_refused(serving_layers):
+    result = subprocess.run([sys.executable, "-m", "ferry.cli", "serve", "--port", str(_free_port()),
+                             "--layers-dir", str(serving_layers), "--api-key", "short"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, env=offline_env())
+    assert result.returncode == 2 and "--api-key: an API key needs at least 16 characters" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_frees_the_port(serving_layers):
+    running = Server(serving_layers)
+    assert running.request("GET", "/healthz")[0] == 200
+    assert running.stop() == 0
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server would; fails while one listens
+        probe.bind(("127.0.0.1", running.port))
+        probe.listen()
