@@ -19,7 +19,7 @@ SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
 TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install up test lint runtime-layer models clean bench
+.PHONY: help install up test lint runtime-layer models clean bench deploy
 
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
@@ -69,12 +69,24 @@ up: install models
 		"Ferry puts transformer models on AWS Lambda." "The weather is lovely today."
 	$(FERRY) serve --port $(PORT) --layers-dir $(LAYERS)
 
+# aws-sam-cli pins its own boto3 and click: a venv of its own. `sam build` needs a python3.12 on PATH.
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+PY312_BIN := $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin
+export SAM_CLI_TELEMETRY := 0
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+
+deploy: models runtime-layer $(SAM)
+	PATH="$(PY312_BIN):$$PATH" $(SAM) build && $(SAM) deploy --guided
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy src/ferry/runtime
 
-test: $(STAMP) lint
-	$(VENV)/bin/pytest
+test: $(STAMP) $(SAM) lint
+	PATH="$(PY312_BIN):$$PATH" $(VENV)/bin/pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/quantization.py

@@ -371,6 +371,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         stack.stop()
         return _fail(f"--api-key: {exc}", EXIT_USAGE)
     stopping = threading.Event()
+    # both set explicitly: a shell that starts a job in the background without job control makes it ignore
+    # SIGINT, and Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     gateway.serve_in_background()
     auth = f' -H "Authorization: Bearer {args.api_key}"' if args.api_key else ""
@@ -379,10 +382,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     print(f"  curl -s {gateway.url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "
           "-d '{\"inputs\": \"I love this\"}'", flush=True)
     try:
-        while not stopping.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        stopping.wait()
     finally:
         gateway.shutdown()
         gateway.server_close()
