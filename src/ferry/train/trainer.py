@@ -185,7 +185,7 @@ class _Run:
         self.setup_seconds = 0.0  # model load and tokenization before the first step
         self.eval_seconds = 0.0
         self.evaluated_texts = 0
-        self.validation_every = 0  # fixed once the budget is first planned
+        self.validation_every = 0  # set when the budget plans the run
 
     def _inputs(self, texts: Sequence[str]) -> Any:
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length,
@@ -252,7 +252,6 @@ class _Run:
             bar.update(1)
             if self.steps_done == _CALIBRATION_STEPS:
                 self._fit_budget(started, len(validation))
-                self.validation_every = max(1, math.ceil(self.planned_steps / config.validations))
             if self._validation_due():
                 eval_started = time.perf_counter()
                 metrics, _ = self.evaluate(validation)
@@ -295,6 +294,8 @@ class _Run:
         fitting = min(self.config.steps, self.steps_done + int(available / per_step))
         if fitting != self.planned_steps:
             self.planned_steps = max(self.steps_done + 1, fitting)
+            # validations spread over the plan, at least a few steps apart (a busy machine plans few steps)
+            self.validation_every = max(_CALIBRATION_STEPS, math.ceil(self.planned_steps / self.config.validations))
             self.stopped_early = None
             if self.planned_steps < self.config.steps:
                 self.stopped_early = (f"--max-minutes {self.config.max_minutes}: planned {self.planned_steps} of "
