@@ -90,28 +90,31 @@ class PredictionService:
                 )
         return texts
 
+    def _prepare(self, model: str, inputs: str | Sequence[str], task: str) -> tuple[list[str], Predictor]:
+        """The checked texts and the loaded model, which must do `task` (the endpoint's)."""
+        texts = self.check_inputs(inputs)
+        predictor = self.store.get(model)
+        if predictor.task != task:
+            wanted, other = ("/predict", "/embed") if task == TEXT_CLASSIFICATION else ("/embed", "/predict")
+            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use {other}, not {wanted}")
+        return texts, predictor
+
     def classify(
         self, model: str, inputs: str | Sequence[str], *, top_k: int | None = None,
         function_to_apply: str | None = None,
     ) -> Answer:
-        texts = self.check_inputs(inputs)
-        predictor = self.store.get(model)
-        if predictor.task != TEXT_CLASSIFICATION:
-            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use /embed, not /predict")
+        texts, predictor = self._prepare(model, inputs, TEXT_CLASSIFICATION)
         started = time.perf_counter()
         batch = predictor.encode(texts)
         scores = predictor.scores(predictor.forward(batch), function_to_apply)
         ranked = predictor.rank(scores, top_k)
         latency_ms = (time.perf_counter() - started) * 1000
-        best = [(row[0]["label"], row[0]["score"]) for row in predictor.rank(scores, 1)]
+        best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
         return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, ranked, latency_ms)
 
     def embed(self, model: str, inputs: str | Sequence[str], *, normalize: bool | None = None,
               truncate: bool = True) -> Answer:
-        texts = self.check_inputs(inputs)
-        predictor = self.store.get(model)
-        if predictor.task != FEATURE_EXTRACTION:
-            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use /predict, not /embed")
+        texts, predictor = self._prepare(model, inputs, FEATURE_EXTRACTION)
         started = time.perf_counter()
         batch = predictor.encode(texts)
         if not truncate and any(batch.truncated):
