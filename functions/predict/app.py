@@ -8,10 +8,21 @@ subscription delivers them to the capture function).
 # No `from __future__ import annotations` here: Powertools reads the route signatures' annotations at run time.
 import base64
 import json
-from collections import Counter
+import os
+import sys
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
+from ferry.runtime.service import Answer, PredictionService
+from ferry.runtime.settings import Settings
+
+# Models load on first use and stay for the container's life; those FERRY_PRELOAD names start loading now, in
+# a background thread, so that they load while Powertools and pydantic import below (the load releases the GIL).
+settings = Settings.from_env()
+service = PredictionService(settings)
+service.store.preload(settings.preload)
+
+# E402 (imports after code) is allowed in this file for the lines below; see above.
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
@@ -25,17 +36,14 @@ from ferry.runtime.api import (
     status_of,
     validation_message,
 )
-from ferry.runtime.constants import CAPTURE_KEY
-from ferry.runtime.service import Answer, PredictionService
-from ferry.runtime.settings import Settings
+from ferry.runtime.capture import capture_line
 
 SERVICE = "ferry-predict"
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
-metrics = Metrics(namespace="Ferry", service=SERVICE)
+tracer = Tracer(service=SERVICE, auto_patch=False)  # no AWS calls here: patching boto and requests costs 0.1 s
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Ferry"
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 app = APIGatewayHttpResolver(enable_validation=True)
-settings = Settings.from_env()
-service = PredictionService(settings)  # models load on first use and stay for the container's life
 PREDICTION_IDS_HEADER = "x-ferry-prediction-ids"
 
 
@@ -43,28 +51,30 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return Response(status_code=status, content_type="application/json", body=json.dumps(body), headers=headers)
 
 
+def _count_error(code: str) -> None:
+    metrics.add_dimension("code", code)
+    metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+
+
 def _error(status: int, code: str, message: str) -> Response:
-    with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace="Ferry") as metric:
-        metric.add_dimension("code", code)
+    _count_error(code)
     return _json(status, error_body(code, message))
 
 
 def _answer(answer: Answer) -> Response:
-    for record in answer.captures:
-        logger.info("prediction", extra={CAPTURE_KEY: record})
+    # One log line per prediction (the capture record and an EMF count by label), written at once.
+    request_id = app.lambda_context.aws_request_id if app.lambda_context else None
+    sys.stdout.write("".join(capture_line(record, service=SERVICE, request_id=request_id, namespace=NAMESPACE) + "\n"
+                             for record in answer.captures))
+    sys.stdout.flush()
     metrics.add_dimension("model", answer.model)
     metrics.add_dimension("version", answer.version)
     metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=answer.latency_ms)
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(answer.prediction_ids))
-    for label, count in Counter(r["label"] for r in answer.captures if "label" in r).items():
-        with single_metric(name="Predictions", unit=MetricUnit.Count, value=count, namespace="Ferry") as metric:
-            metric.add_dimension("model", answer.model)
-            metric.add_dimension("label", label)
     return _json(200, answer.payload, {PREDICTION_IDS_HEADER: ",".join(answer.prediction_ids)})
 
 
 @app.post("/v1/models/<model>/predict")
-@tracer.capture_method
 def predict(model: str, request: Annotated[PredictRequest, Body()]):  # no return annotation: Powertools checks it
     parameters = request.parameters
     return _answer(service.classify(
@@ -75,7 +85,6 @@ def predict(model: str, request: Annotated[PredictRequest, Body()]):  # no retur
 
 
 @app.post("/v1/models/<model>/embed")
-@tracer.capture_method
 def embed(model: str, request: Annotated[EmbedRequest, Body()]):  # no return annotation: Powertools checks it
     nested = request.parameters
     normalize = request.normalize if request.normalize is not None else (nested.normalize if nested else None)
@@ -162,12 +171,13 @@ def precheck(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _raw(status: int, code: str, message: str) -> dict[str, Any]:
+    _count_error(code)
     return {"statusCode": status, "headers": {"Content-Type": "application/json"},
             "body": json.dumps(error_body(code, message)), "isBase64Encoded": False}
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # embeddings are large; X-Ray caps a segment at 64 KB
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rejected = precheck(event)

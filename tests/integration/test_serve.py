@@ -184,6 +184,48 @@ def test_every_prediction_is_captured_in_dynamodb(server):
         assert int(item["expires_at"]) > time.time()
 
 
+def _cloudwatch(server):
+    import boto3
+
+    return boto3.client("cloudwatch", endpoint_url=server.aws, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def _metric_sum(cloudwatch, name: str, dimensions: dict[str, str]) -> float:
+    now = time.time()
+    answer = cloudwatch.get_metric_statistics(
+        Namespace="Ferry", MetricName=name, Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
+        StartTime=now - 3600, EndTime=now + 60, Period=60, Statistics=["Sum", "SampleCount"])
+    return sum(point["Sum"] for point in answer["Datapoints"])
+
+
+def test_emf_metrics_reach_the_embedded_cloudwatch(server):
+    cloudwatch = _cloudwatch(server)
+    _, _, described = server.request("GET", "/v1/models/tiny-bert")
+    by_label = {"model": "tiny-bert", "version": described["version"]}
+    before = {label: _metric_sum(cloudwatch, "Predictions", {**by_label, "label": label})
+              for label in ("negative", "positive")}
+    status, _, body = server.request("POST", "/v1/models/tiny-bert/predict",
+                                     {"inputs": ["what a great day", "this is awful", "fine", "love it"]})
+    assert status == 200
+    made = {label: sum(1 for row in body if row[0]["label"] == label) for label in ("negative", "positive")}
+    deadline, counted = time.time() + 10, {}
+    while time.time() < deadline:
+        counted = {label: _metric_sum(cloudwatch, "Predictions", {**by_label, "label": label}) - before[label]
+                   for label in made}
+        if counted == made:
+            break
+        time.sleep(0.2)
+    assert counted == made  # one count per prediction, by the label it got, from the capture lines' EMF
+    assert _metric_sum(cloudwatch, "Latency", {**by_label, "service": "ferry-predict"}) > 0
+    assert server.request("POST", "/v1/models/tiny-bert/predict", {"inputs": 3})[0] == 400
+    deadline = time.time() + 10
+    while time.time() < deadline and not _metric_sum(cloudwatch, "Errors", {"service": "ferry-predict",
+                                                                             "code": "invalid_request"}):
+        time.sleep(0.2)
+    assert _metric_sum(cloudwatch, "Errors", {"service": "ferry-predict", "code": "invalid_request"}) >= 1
+
+
 def test_api_key_goes_through_the_lambda_authorizer(serving_layers):
     key = "fry_local-test-key-0123456789"
     secured = Server(serving_layers, "--api-key", key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from ferry.local.logs import LogRouter
 from ferry.local.template import Function
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -63,9 +64,10 @@ def environment(variables: Mapping[str, str]) -> Iterator[None]:
 class LocalFunction:
     """A template function imported once (a warm container) and invoked one event at a time."""
 
-    def __init__(self, function: Function, variables: Mapping[str, str]):
+    def __init__(self, function: Function, variables: Mapping[str, str], router: LogRouter | None = None):
         self.function = function
         self.variables = dict(variables)
+        self.router = router
         module_name, _, attribute = function.handler.rpartition(".")
         path = function.code_uri / f"{module_name}.py"
         spec = importlib.util.spec_from_file_location(f"ferry_local_{function.logical_id}", path)
@@ -82,6 +84,13 @@ class LocalFunction:
     def name(self) -> str:
         return self.function.logical_id
 
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.name}"
+
     def invoke(self, event: dict[str, Any]) -> Any:
         with self._lock, environment(self.variables):
-            return self.handler(event, LambdaContext(function_name=self.name))
+            if self.router is None:
+                return self.handler(event, LambdaContext(function_name=self.name))
+            with self.router.group(self.log_group):
+                return self.handler(event, LambdaContext(function_name=self.name))

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ferry.local import template as tpl
 from ferry.local.functions import LocalFunction, environment
+from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription
 from ferry.runtime.capture import encode_subscription_event
-from ferry.runtime.constants import CAPTURE_KEY, ENV_MODELS_DIR
+from ferry.runtime.constants import ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
 REGION = "us-east-1"
@@ -47,20 +46,6 @@ def _resolve(value: Any, names: dict[str, str], parameters: dict[str, Any]) -> s
     return str(value)
 
 
-class _CaptureTap(logging.Handler):
-    """Collects the capture records a function logs, as CloudWatch Logs would receive the lines."""
-
-    def __init__(self, formatter: logging.Formatter | None, sink: queue.Queue[tuple[int, str]]):
-        super().__init__(level=logging.INFO)
-        if formatter is not None:
-            self.setFormatter(formatter)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, CAPTURE_KEY):
-            self.sink.put((int(record.created * 1000), self.format(record)))
-
-
 class LocalStack:
     """moto server + the template's tables + its functions, loaded once and invoked in this process."""
 
@@ -73,10 +58,8 @@ class LocalStack:
         self.functions: dict[str, LocalFunction] = {}
         self.table_names: dict[str, str] = {}
         self._moto: Any = None
-        self._captures: queue.Queue[tuple[int, str]] = queue.Queue()
-        self._stop = threading.Event()
-        self._deliverer: threading.Thread | None = None
-        self.delivered = 0
+        self.logs: LogDelivery | None = None
+        self.router: LogRouter | None = None
         self.endpoint = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -95,15 +78,24 @@ class LocalStack:
             "POWERTOOLS_DEV": os.environ.get("POWERTOOLS_DEV", "false"),
         })
         self._create_tables()
+        self.logs = LogDelivery([], self.client("cloudwatch").put_metric_data)
+        self.router = LogRouter(self.logs.put)
+        self.router.install()  # before the functions import: Powertools' Logger keeps the stream it finds
         self._load_functions()
-        self._deliverer = threading.Thread(target=self._deliver_captures, name="capture-delivery", daemon=True)
-        self._deliverer.start()
+        self.logs.subscriptions.extend(self._subscriptions())
+        self.logs.start()
         return self
 
+    @property
+    def delivered(self) -> int:
+        """Log events delivered to subscription filters' destinations so far."""
+        return self.logs.delivered if self.logs else 0
+
     def stop(self) -> None:
-        self._stop.set()
-        if self._deliverer is not None:
-            self._deliverer.join(timeout=5)
+        if self.logs is not None:
+            self.logs.stop()
+        if self.router is not None:
+            self.router.uninstall()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -163,55 +155,37 @@ class LocalStack:
                          for key, value in {**shared, **function.environment}.items()}
             variables[ENV_MODELS_DIR] = models
             variables.setdefault("POWERTOOLS_SERVICE_NAME", logical_id)
-            self.functions[logical_id] = LocalFunction(function, variables)
-        for source, target in self._subscriptions():
-            module = self.functions[source].module
-            logger = getattr(module, "logger", None)
-            formatter = getattr(logger, "registered_formatter", None)
-            service = self.functions[source].variables["POWERTOOLS_SERVICE_NAME"]
-            logging.getLogger(service).addHandler(_CaptureTap(formatter, self._captures))
-            self._capture_target = target
+            self.functions[logical_id] = LocalFunction(function, variables, router=self.router)
 
-    def _subscriptions(self) -> list[tuple[str, str]]:
-        """(source function, destination function) of each log subscription filter in the template."""
+    def _subscriptions(self) -> list[Subscription]:
+        """The template's log subscription filters: a function's log group, a pattern, a function to invoke."""
         resources = self.template["Resources"]
-        pairs = []
+        subscriptions = []
         for resource in resources.values():
             if resource.get("Type") != "AWS::Logs::SubscriptionFilter":
                 continue
             properties = resource["Properties"]
             group = properties["LogGroupName"].get("Ref") if isinstance(properties["LogGroupName"], dict) else None
             destination = properties["DestinationArn"].get("Fn::GetAtt", [None])[0]
+            try:
+                pattern = FilterPattern.parse(properties.get("FilterPattern", ""))
+            except ValueError as exc:
+                raise tpl.TemplateError(str(exc)) from None
             for logical_id, candidate in resources.items():
                 depends = candidate.get("DependsOn", [])
                 depends = [depends] if isinstance(depends, str) else depends
                 if candidate.get("Type") == "AWS::Serverless::Function" and group in depends:
-                    pairs.append((logical_id, destination))
-        return pairs
+                    subscriptions.append(Subscription(self.functions[logical_id].log_group, pattern,
+                                                      self._deliverer(destination)))
+        return subscriptions
+
+    def _deliverer(self, destination: str) -> Any:
+        def deliver(group: str, events: list[tuple[int, str]]) -> None:
+            with environment({}):
+                self.functions[destination].invoke(encode_subscription_event(group, "local", events))
+        return deliver
 
     # -- invocation -------------------------------------------------------------------------------------------
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         return self.functions[logical_id].invoke(event)
-
-    def _deliver_captures(self) -> None:
-        while not self._stop.is_set() or not self._captures.empty():
-            batch: list[tuple[int, str]] = []
-            try:
-                batch.append(self._captures.get(timeout=0.1))
-            except queue.Empty:
-                continue
-            time.sleep(0.05)  # let the rest of the request's records arrive: one delivery per burst
-            while not self._captures.empty() and len(batch) < 500:
-                batch.append(self._captures.get_nowait())
-            target = self.functions[self._capture_target]
-            event = encode_subscription_event(f"/aws/lambda/{self._capture_source_name()}", "local", batch)
-            try:
-                with environment({}):
-                    target.invoke(event)
-                self.delivered += len(batch)
-            except Exception:  # a capture must never take the stack down; CloudWatch would retry
-                log.exception("capture delivery failed")
-
-    def _capture_source_name(self) -> str:
-        return next((source for source, _ in self._subscriptions()), "predict")

@@ -16,6 +16,7 @@ ENV_MAX_BODY_BYTES = "FERRY_MAX_BODY_BYTES"  # request body
 ENV_CAPTURE_TEXT = "FERRY_CAPTURE_TEXT"  # "true": capture records carry the raw text, not only its sha256
 ENV_CAPTURE_TABLE = "FERRY_CAPTURE_TABLE"  # DynamoDB table the capture function writes
 ENV_CAPTURE_TTL_DAYS = "FERRY_CAPTURE_TTL_DAYS"
+ENV_PRELOAD = "FERRY_PRELOAD"  # models to load while the function initializes: "all", names "a,b", or "" (none)
 
 DEFAULT_MAX_INPUTS = 64
 DEFAULT_MAX_INPUT_CHARS = 10_000

@@ -7,9 +7,10 @@ testable without an event.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from ferry.runtime.exceptions import FerryRuntimeError, InvalidInputError, Unsup
 from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
 from ferry.runtime.predictor import Predictor, l2_normalize
 from ferry.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class PayloadTooLargeError(FerryRuntimeError):
@@ -39,22 +42,53 @@ class Answer:
 
 
 class ModelStore:
-    """Loads each model once per process, on first use, and keeps it; safe to share between threads."""
+    """Loads each model once per process, on first use or in the background at start, and keeps it.
+
+    Safe to share between threads: a request for a model that is still loading waits for that load (each model
+    has its own lock), never for another model's.
+    """
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._loaded: dict[str, Predictor] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def get(self, name: str) -> Predictor:
         predictor = self._loaded.get(name)
         if predictor is not None:
             return predictor
-        with self._lock:
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
             if name not in self._loaded:
                 model_dir = resolve_model_dir(name, self.settings.models_path)
                 self._loaded[name] = Predictor.load(model_dir, threads=self.settings.ort_threads)
             return self._loaded[name]
+
+    def preload(self, names: Sequence[str]) -> list[threading.Thread]:
+        """Start loading `names` (``("*",)``: every model found), each in a background thread; return them.
+
+        ONNX Runtime and tokenizers release the GIL while they load, so a function that calls this before its
+        heavier imports pays for the slower of the two at a cold start, not for both. A model that fails to
+        load here is only logged: the request that asks for it loads it again and answers with the error.
+        """
+        if not names:
+            return []
+        wanted = sorted(discover_models(self.settings.models_path)) if "*" in names else list(names)
+        threads = [threading.Thread(target=self._preload_one, args=(name,), name=f"ferry-preload-{name}", daemon=True)
+                   for name in wanted]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _preload_one(self, name: str) -> None:
+        try:
+            self.get(name)
+        except FerryRuntimeError as error:
+            log.warning("preloading model %r failed: %s", name, error)
+        except Exception:  # a background thread has no caller to tell; the request that needs the model will
+            log.exception("preloading model %r failed", name)
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -106,8 +140,7 @@ class PredictionService:
         texts, predictor = self._prepare(model, inputs, TEXT_CLASSIFICATION)
         started = time.perf_counter()
         batch = predictor.encode(texts)
-        scores = predictor.scores(predictor.forward(batch), function_to_apply)
-        ranked = predictor.rank(scores, top_k)
+        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=function_to_apply, top_k=top_k)
         latency_ms = (time.perf_counter() - started) * 1000
         best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
         return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, ranked, latency_ms)
@@ -134,7 +167,8 @@ class PredictionService:
     def _answer(self, predictor: Predictor, texts: list[str], lengths: list[int], truncated: list[bool],
                 best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float) -> Answer:
         now = datetime.now(UTC)
-        ids = [uuid.uuid4().hex for _ in texts]
+        # 128 random bits as 32 hex digits: uuid4().hex without the version bits, at a fifth of the cost
+        ids = [os.urandom(16).hex() for _ in texts]
         captures = [
             capture_record(
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,

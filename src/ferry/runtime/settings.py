@@ -20,6 +20,8 @@ from ferry.runtime.constants import (
     ENV_MAX_INPUTS,
     ENV_MODELS_DIR,
     ENV_ORT_THREADS,
+    ENV_PRELOAD,
+    MODEL_NAME_RE,
 )
 from ferry.runtime.exceptions import FerryRuntimeError
 from ferry.runtime.manifest import models_search_path
@@ -54,6 +56,18 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
 
 
+def _preload(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Models to load at start: ("*",) for all of them, names otherwise, () for none."""
+    raw = env.get(ENV_PRELOAD, "").strip()
+    if raw.lower() in {"all", "*"}:
+        return ("*",)
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    bad = [name for name in names if not MODEL_NAME_RE.match(name)]
+    if bad:
+        raise SettingsError(f"{ENV_PRELOAD}={raw!r}: {bad[0]!r} is not a model name; give all, names a,b or nothing")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     models_path: tuple[Path, ...] = field(default_factory=lambda: tuple(models_search_path()))
@@ -64,6 +78,7 @@ class Settings:
     capture_text: bool = False
     capture_table: str | None = None
     capture_ttl_days: int = DEFAULT_CAPTURE_TTL_DAYS
+    preload: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,4 +92,5 @@ class Settings:
             capture_text=_bool(env, ENV_CAPTURE_TEXT),
             capture_table=env.get(ENV_CAPTURE_TABLE) or None,
             capture_ttl_days=_int(env, ENV_CAPTURE_TTL_DAYS, DEFAULT_CAPTURE_TTL_DAYS, 1),
+            preload=_preload(env),
         )

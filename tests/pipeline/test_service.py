@@ -1,0 +1,114 @@
+"""ferry.runtime.service on built tiny models: background preloading, one load per model, scores as numpy gives."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from ferry.runtime import IntegrityError, ModelNotFoundError, Predictor
+from ferry.runtime.predictor import sigmoid, softmax
+from ferry.runtime.service import ModelStore, PredictionService
+from ferry.runtime.settings import Settings, SettingsError
+
+
+@pytest.fixture()
+def models(bert_build, distilbert_build, tmp_path):
+    """A models folder with both tiny classifiers, private to the test."""
+    root = tmp_path / "models"
+    shutil.copytree(bert_build.model_dir, root / "tiny-bert")
+    shutil.copytree(distilbert_build.model_dir, root / "tiny-distilbert")
+    return root
+
+
+def store_for(models, **settings) -> ModelStore:
+    return ModelStore(Settings(models_path=(models,), ort_threads=1, **settings))
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("all", ("*",)), ("*", ("*",)), ("ALL", ("*",)), ("", ()), ("  ", ()),
+    ("tiny-bert", ("tiny-bert",)), ("tiny-bert, minilm,", ("tiny-bert", "minilm")),
+])
+def test_preload_setting(raw, expected):
+    assert Settings.from_env({"FERRY_PRELOAD": raw}).preload == expected
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FERRY_PRELOAD": "Tiny_Bert"}, "'Tiny_Bert' is not a model name"),
+    ({"FERRY_PRELOAD": "../etc"}, "is not a model name"),
+    ({"FERRY_MAX_INPUTS": "many"}, "FERRY_MAX_INPUTS='many' is not an integer"),
+    ({"FERRY_MAX_INPUTS": "0"}, "FERRY_MAX_INPUTS=0 must be at least 1"),
+    ({"FERRY_CAPTURE_TEXT": "maybe"}, "is not a boolean"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_preload_all_loads_every_model_in_the_background(models):
+    store = store_for(models)
+    threads = store.preload(("*",))
+    assert sorted(thread.name for thread in threads) == ["ferry-preload-tiny-bert", "ferry-preload-tiny-distilbert"]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert store.is_loaded("tiny-bert") and store.is_loaded("tiny-distilbert")
+    assert store.preload(()) == []
+
+
+def test_requests_during_a_preload_share_the_one_load(models, monkeypatch):
+    loads = []
+    original = Predictor.load
+
+    def counting(path, **kwargs):
+        loads.append(path.name)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(Predictor, "load", counting)
+    store = store_for(models)
+    store.preload(("tiny-bert",))
+    got: list[Predictor] = []
+    callers = [threading.Thread(target=lambda: got.append(store.get("tiny-bert"))) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=60)
+    assert len(got) == 8 and all(predictor is got[0] for predictor in got)
+    assert loads == ["tiny-bert"]
+
+
+def test_a_model_that_fails_to_preload_is_logged_and_its_request_gets_the_error(models, caplog):
+    onnx_file = models / "tiny-bert" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    store = store_for(models)
+    with caplog.at_level(logging.WARNING, logger="ferry.runtime.service"):
+        for thread in store.preload(("tiny-bert", "nope", "tiny-distilbert")):
+            thread.join(timeout=60)
+    assert "preloading model 'tiny-bert' failed" in caplog.text and "preloading model 'nope' failed" in caplog.text
+    assert store.is_loaded("tiny-distilbert") and not store.is_loaded("tiny-bert")
+    service = PredictionService(store.settings, store)
+    with pytest.raises(IntegrityError, match=r"model\.onnx: sha256"):
+        service.classify("tiny-bert", "still broken")
+    with pytest.raises(ModelNotFoundError, match="no model named 'nope'"):
+        service.classify("nope", "x")
+
+
+def test_ranked_scores_match_numpy_and_keep_label_order_on_ties(bert_build):
+    predictor = Predictor.load(bert_build.layer_dir, threads=1)
+    rng = np.random.default_rng(7)
+    logits = (rng.normal(size=(64, 2)) * 20).astype(np.float32)
+    for function, reference in (("softmax", softmax), ("sigmoid", sigmoid), ("none", lambda x: x)):
+        expected = reference(logits.astype(np.float64))
+        ranked = predictor.ranked(logits, function_to_apply=function)
+        for row, answer in zip(expected, ranked, strict=True):
+            order = np.argsort(-row, kind="stable")
+            assert [entry["label"] for entry in answer] == [predictor.manifest.labels[i] for i in order]
+            assert [entry["score"] for entry in answer] == pytest.approx(row[order].tolist(), rel=1e-12, abs=1e-300)
+    tie = predictor.ranked(np.zeros((1, 2), dtype=np.float32))[0]
+    assert [entry["label"] for entry in tie] == list(predictor.manifest.labels)
+    assert predictor.ranked(np.array([[-1000.0, 1000.0]]), function_to_apply="sigmoid")[0][1]["score"] == 0.0
+    assert [len(row) for row in predictor.ranked(logits[:3], top_k=1)] == [1, 1, 1]

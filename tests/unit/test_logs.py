@@ -1,0 +1,138 @@
+"""The local CloudWatch Logs: routing a function's stdout, subscription filter patterns, EMF to metric data."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import pytest
+
+from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription, emf_metric_data
+from ferry.runtime.capture import capture_line, capture_records, decode_subscription_event, encode_subscription_event
+from ferry.runtime.emf import prediction_count
+
+RECORD = {"prediction_id": "ab" * 16, "model": "sentiment", "version": "c1d74b9fe759",
+          "time": "2026-11-29T18:00:00.000+00:00", "epoch_ms": 1795975200000, "latency_ms": 6.2, "batch_size": 1,
+          "token_length": 32, "truncated": False, "text_sha256": "0" * 64, "label": "positive", "score": 0.98}
+
+
+@pytest.mark.parametrize(("pattern", "line", "expected"), [
+    ('{ $.capture.prediction_id = "*" }', {"capture": {"prediction_id": "x"}}, True),
+    ('{ $.capture.prediction_id = "*" }', {"capture": {}}, False),
+    ('{ $.capture.prediction_id = "*" }', {"message": "hello"}, False),
+    ('{ $.level = "ERR*" }', {"level": "ERROR"}, True),
+    ('{ $.level != "INFO" }', {"level": "INFO"}, False),
+    ('{ $.status = 500 && $.level = "ERROR" }', {"status": 500, "level": "ERROR"}, True),
+    ('{ $.status = 500 && $.level = "ERROR" }', {"status": 404, "level": "ERROR"}, False),
+    ('{ $.status = 500 }', {"status": "500"}, False),
+])
+def test_filter_patterns_match_as_cloudwatch_does(pattern, line, expected):
+    assert FilterPattern.parse(pattern).matches(json.dumps(line)) is expected
+
+
+def test_filter_patterns_skip_text_and_find_json_after_a_prefix():
+    pattern = FilterPattern.parse('{ $.capture.prediction_id = "*" }')
+    assert not pattern.matches("START RequestId: 1 Version: $LATEST")
+    assert pattern.matches('2026-11-29T18:00:00Z\tINFO\t{"capture": {"prediction_id": "x"}}')
+
+
+@pytest.mark.parametrize("pattern", ["ERROR", "{ $.a > 3 }", '{ ($.a = "x") || ($.b = "y") }', ""])
+def test_a_pattern_the_local_stack_cannot_read_is_refused_by_name(pattern):
+    with pytest.raises(ValueError, match="filter pattern"):
+        FilterPattern.parse(pattern)
+
+
+def test_the_capture_line_is_a_capture_record_and_an_emf_count_by_label():
+    line = capture_line(RECORD, service="ferry-predict", request_id="req-1")
+    document = json.loads(line)
+    assert document["capture"] == RECORD and document["function_request_id"] == "req-1"
+    data = emf_metric_data(line)
+    assert [(namespace, datum["MetricName"], datum["Value"], datum["Unit"]) for namespace, datum in data] == [
+        ("Ferry", "Predictions", 1.0, "Count")]
+    assert data[0][1]["Dimensions"] == [{"Name": "model", "Value": "sentiment"},
+                                         {"Name": "version", "Value": "c1d74b9fe759"},
+                                         {"Name": "label", "Value": "positive"}]
+    assert int(data[0][1]["Timestamp"].timestamp() * 1000) == RECORD["epoch_ms"]
+    # the capture function finds exactly this record in a subscription event made of such lines
+    event = encode_subscription_event("/aws/lambda/predict", "local", [(RECORD["epoch_ms"], line)])
+    assert list(capture_records(decode_subscription_event(event))) == [RECORD]
+
+
+def test_an_embedding_counts_without_a_label_dimension():
+    record = {key: value for key, value in RECORD.items() if key not in {"label", "score"}}
+    fields = prediction_count(record)
+    assert fields["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["model", "version"]]
+    assert "label" not in fields
+
+
+def test_powertools_emf_with_several_values_and_dimension_sets():
+    document = {"_aws": {"Timestamp": 1795975200000, "CloudWatchMetrics": [
+        {"Namespace": "Ferry", "Dimensions": [["service"], ["service", "model"]],
+         "Metrics": [{"Name": "Latency", "Unit": "Milliseconds"}, {"Name": "Missing", "Unit": "Count"}]}]},
+        "service": "ferry-predict", "model": "sentiment", "Latency": [6.5, 7.5]}
+    data = emf_metric_data(json.dumps(document))
+    assert [[d["Value"] for d in datum["Dimensions"]] for _, datum in data] == [["ferry-predict"],
+                                                                               ["ferry-predict", "sentiment"]]
+    assert all(datum["Values"] == [6.5, 7.5] and datum["Counts"] == [1.0, 1.0] for _, datum in data)
+
+
+@pytest.mark.parametrize("line", ["plain text", '{"no": "metrics"}', '{"_aws": {"CloudWatchMetrics": "x"}}',
+                                  '{"_aws": {"CloudWatchMetrics": [{"Namespace": "F", "Dimensions": [["model"]],'
+                                  ' "Metrics": [{"Name": "M"}]}]}, "model": 3, "M": 1}'])
+def test_lines_that_are_not_valid_emf_give_no_metrics(line):
+    assert emf_metric_data(line) == []
+
+
+def test_the_router_files_each_threads_lines_under_its_function_and_still_echoes(capsys):
+    seen: list[tuple[str, int, str]] = []
+    router = LogRouter(seen.append)
+    router.install()
+    try:
+        def function(group: str, count: int) -> None:
+            with router.group(group):
+                for index in range(count):
+                    print(f"{group} line {index}")
+                sys.stdout.write("no newline at the end")
+
+        threads = [threading.Thread(target=function, args=(f"/aws/lambda/f{n}", 50)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print("outside any function")
+    finally:
+        router.uninstall()
+    assert sys.stdout is not router
+    for n in range(4):
+        group = f"/aws/lambda/f{n}"
+        lines = [message for name, _, message in seen if name == group]
+        assert lines == [f"{group} line {index}" for index in range(50)] + ["no newline at the end"]
+    assert all("outside" not in message for _, _, message in seen)
+    assert "outside any function" in capsys.readouterr().out
+
+
+def test_delivery_applies_subscriptions_and_publishes_emf_off_the_caller():
+    delivered: list[tuple[str, list[tuple[int, str]]]] = []
+    published: list[dict] = []
+    subscription = Subscription("/aws/lambda/predict", FilterPattern.parse('{ $.capture.prediction_id = "*" }'),
+                                lambda group, events: delivered.append((group, events)))
+    delivery = LogDelivery([subscription], lambda **call: published.append(call)).start()
+    line = capture_line(RECORD, service="ferry-predict", request_id="r")
+    delivery.put(("/aws/lambda/predict", 1, line))
+    delivery.put(("/aws/lambda/predict", 2, '{"level": "INFO", "message": "not a capture"}'))
+    delivery.put(("/aws/lambda/other", 3, line))  # another function's log group: not subscribed
+    delivery.stop()
+    assert delivered == [("/aws/lambda/predict", [(1, line)])] and delivery.delivered == 1
+    assert [call["Namespace"] for call in published] == ["Ferry"]
+    assert len(published[0]["MetricData"]) == 2 and delivery.metrics_published == 2  # EMF from every group
+
+
+def test_a_failing_destination_does_not_stop_delivery():
+    def broken(group, events):
+        raise RuntimeError("destination down")
+
+    delivery = LogDelivery([Subscription("/g", FilterPattern.parse('{ $.a = "*" }'), broken)], None).start()
+    delivery.put(("/g", 1, '{"a": "x"}'))
+    delivery.stop()
+    assert delivery.delivered == 0 and delivery.lines.empty()
