@@ -139,6 +139,8 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--sampling", choices=("natural", "balanced"), default="natural",
                        help="shuffled epochs, or classes drawn uniformly (then the prior is corrected at the end)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--warn-below", type=float, metavar="ACCURACY",
+                       help="warn (exit status still 0) when the test accuracy ends under this floor")
     train.set_defaults(run=_run_train)
 
 
@@ -161,7 +163,21 @@ def _run_train(args: argparse.Namespace) -> int:
     except TrainError as exc:
         return _fail(str(exc))
     print(format_train_summary(result.report, result.out))
+    warning = accuracy_warning(result.report, result.out, args.warn_below)
+    if warning:
+        sys.stderr.write(f"ferry: warning: {warning}\n")
     return 0
+
+
+def accuracy_warning(report: dict[str, Any], out: Path, floor: float | None) -> str | None:
+    """What to say when a model trained under its accuracy floor: the likely cause is a short or busy run."""
+    split = "test" if "test" in report["splits"] else "validation"
+    accuracy = report["splits"][split]["accuracy"] if split in report["splits"] else None
+    if floor is None or accuracy is None or accuracy >= floor:
+        return None
+    return (f"{split} accuracy {accuracy:.4f} is under {floor:.2f} after {report['steps']} steps in "
+            f"{report['wall_seconds']:.0f} s. A busy or slow machine plans fewer steps inside --max-minutes: train "
+            f"again on an idle machine or with more minutes (make up: remove {out} and set TRAIN_MINUTES).")
 
 
 def format_train_summary(report: dict[str, Any], out: Path) -> str:
@@ -244,7 +260,10 @@ def _run_models(args: argparse.Namespace) -> int:
         except FerryRuntimeError as exc:
             print(f"{name:20} unreadable: {exc}")
             continue
-        print(f"{name:20} {manifest.version}  {manifest.task:20} {path}")
+        parity = manifest.extra.get("parity") or {}
+        accuracy = (f"  int8 accuracy {parity['accuracy_int8']:.4f} on {parity['texts']} texts"
+                    if isinstance(parity.get("accuracy_int8"), float) and parity.get("texts") else "")
+        print(f"{name:20} {manifest.version}  {manifest.task:20} {path}{accuracy}")
     return 0
 
 

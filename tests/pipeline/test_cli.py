@@ -37,7 +37,9 @@ def test_predict_errors_are_clear(bert_build, tmp_path):
     assert nothing.returncode == 1 and "no built models" in nothing.stderr
 
 
-def test_models_lists_name_version_and_task(bert_build):
+def test_models_lists_name_version_task_and_int8_accuracy(bert_build):
     result = run_ferry("models", "--layers-dir", str(bert_build.layer_dir.parent))
     assert result.returncode == 0
     assert result.stdout.split()[:3] == ["tiny-bert", bert_build.version, "text-classification"]
+    parity = bert_build.manifest["parity"]
+    assert f"int8 accuracy {parity['accuracy_int8']:.4f} on {parity['texts']} texts" in result.stdout

@@ -96,3 +96,15 @@ def test_bad_training_input_is_a_clear_error(args, message, tiny_bert, tmp_path)
     assert result.returncode == 2, result.stderr
     assert message.format(**paths) in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_accuracy_under_the_floor_is_a_warning_that_says_what_to_do(trained):
+    from ferry.cli import accuracy_warning
+
+    result, out = trained
+    accuracy = result.report["splits"]["test"]["accuracy"]
+    assert accuracy_warning(result.report, out, None) is None
+    assert accuracy_warning(result.report, out, accuracy - 0.01) is None
+    warning = accuracy_warning(result.report, out, accuracy + 0.01)
+    assert warning and f"test accuracy {accuracy:.4f} is under" in warning
+    assert "40 steps" in warning and str(out) in warning and "TRAIN_MINUTES" in warning
