@@ -17,7 +17,6 @@ from ferry.runtime.constants import ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
 REGION = "us-east-1"
-log = logging.getLogger("ferry.local")
 
 
 def s3_event(bucket: str, key: str, etag: str, size: int) -> dict[str, Any]:
