@@ -80,6 +80,17 @@ def test_capture_rejects_a_malformed_event_without_failing(stack):
         "written": 0, "duplicates": 0, "invalid": 1}
 
 
+def test_authorizer_event_refuses_an_unknown_key_and_accepts_a_stored_one(stack):
+    event = load_event("authorizer.json")
+    assert stack.invoke("AuthorizerFunction", event) == {"isAuthorized": False}
+    key = "fry_handler-test-key-0123456789"
+    identifier = stack.store_api_key(key, "handler-test")
+    event["headers"]["authorization"] = event["identitySource"][0] = f"Bearer {key}"
+    assert stack.invoke("AuthorizerFunction", event) == {"isAuthorized": True, "context": {"key_id": identifier}}
+    del event["headers"]["authorization"]
+    assert stack.invoke("AuthorizerFunction", event) == {"isAuthorized": False}
+
+
 def test_ferry_invoke_mirrors_sam_local_invoke(serving_layers, tmp_path):
     event = tmp_path / "event.json"
     event.write_text(json.dumps(load_event("predict.json", model="tiny-bert")))
