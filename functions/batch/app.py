@@ -35,12 +35,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         objects = list(objects_of(event))
     except BatchInputError as error:
         logger.error("not a batch input", extra={"reason": str(error)})
+        metrics.add_metric(name="BatchFailures", unit=MetricUnit.Count, value=1)
         return {"results": [], "rejected": str(error)}
     for obj in objects:
         try:
             result = run_batch(s3(), obj, service)
         except FerryRuntimeError as error:  # an unknown model: say so, retrying cannot help
             logger.error("batch failed", extra={"key": obj.key, "reason": str(error)})
+            metrics.add_metric(name="BatchFailures", unit=MetricUnit.Count, value=1)
             results.append({"key": obj.key, "error": str(error)})
             continue
         metrics.add_metric(name="BatchPredictions", unit=MetricUnit.Count, value=result.predicted)

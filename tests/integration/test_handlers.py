@@ -144,3 +144,15 @@ def test_batch_csv_and_refusals(stack, tmp_path):
 
     refused = stack.invoke("BatchFunction", s3_event(stack.table_names["BatchBucket"], "input/x.txt", "e", 1))
     assert "batch inputs go to input/<model>/<file>.jsonl or .csv" in refused["rejected"]
+    # both failures are counted for an alarm, through the batch function's EMF, in the embedded CloudWatch
+    import time
+
+    cloudwatch, failures = stack.client("cloudwatch"), 0.0
+    deadline = time.time() + 10
+    while time.time() < deadline and failures < 2:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="Ferry", MetricName="BatchFailures", Dimensions=[{"Name": "service", "Value": "ferry-batch"}],
+            StartTime=time.time() - 3600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])["Datapoints"]
+        failures = sum(point["Sum"] for point in points)
+        time.sleep(0.2)
+    assert failures == 2
