@@ -112,3 +112,26 @@ def test_ranked_scores_match_numpy_and_keep_label_order_on_ties(bert_build):
     assert [entry["label"] for entry in tie] == list(predictor.manifest.labels)
     assert predictor.ranked(np.array([[-1000.0, 1000.0]]), function_to_apply="sigmoid")[0][1]["score"] == 0.0
     assert [len(row) for row in predictor.ranked(logits[:3], top_k=1)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("keep_text", [False, True])
+def test_capture_lines_carry_the_text_only_when_configured_and_survive_delivery(models, keep_text):
+    from ferry.runtime.capture import (
+        capture_line,
+        capture_records,
+        decode_subscription_event,
+        encode_subscription_event,
+        to_item,
+    )
+
+    service = PredictionService(Settings(models_path=(models,), ort_threads=1, capture_text=keep_text))
+    texts = ["今天天气很好 🌞", "plain ascii, with a \"quote\"\nand a newline"]
+    answer = service.classify("tiny-bert", texts)
+    lines = [capture_line(record, service="ferry-predict", request_id="r") for record in answer.captures]
+    assert all("\n" not in line for line in lines)  # one log event per prediction
+    event = encode_subscription_event("/aws/lambda/predict", "local", [(1, line) for line in lines])
+    records = list(capture_records(decode_subscription_event(event)))
+    assert [record["prediction_id"] for record in records] == answer.prediction_ids
+    items = [to_item(record, ttl_days=90) for record in records]
+    assert [item.get("text") for item in items] == (texts if keep_text else [None, None])
+    assert all(item["label"] == row[0]["label"] for item, row in zip(items, answer.payload, strict=True))
