@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import sys
+import warnings
 from typing import Annotated, Any
 
 from ferry.runtime.service import Answer, PredictionService
@@ -36,7 +37,7 @@ from ferry.runtime.api import (
     status_of,
     validation_message,
 )
-from ferry.runtime.capture import capture_line
+from ferry.runtime.capture import capture_lines
 
 SERVICE = "ferry-predict"
 logger = Logger(service=SERVICE)
@@ -44,6 +45,8 @@ tracer = Tracer(service=SERVICE, auto_patch=False)  # no AWS calls here: patchin
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Ferry"
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 app = APIGatewayHttpResolver(enable_validation=True)
+# A successful request's metrics travel in its capture lines; Metrics only has something for cold starts and errors.
+warnings.filterwarnings("ignore", message="No application metrics to publish", module="aws_lambda_powertools")
 PREDICTION_IDS_HEADER = "x-ferry-prediction-ids"
 
 
@@ -62,15 +65,12 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 def _answer(answer: Answer) -> Response:
-    # One log line per prediction (the capture record and an EMF count by label), written at once.
+    # One log line per prediction, written at once: the capture record, EMF counting it by label, and on the
+    # first line the request's latency and batch size (ferry.runtime.emf says why not through Metrics).
     request_id = app.lambda_context.aws_request_id if app.lambda_context else None
-    sys.stdout.write("".join(capture_line(record, service=SERVICE, request_id=request_id, namespace=NAMESPACE) + "\n"
-                             for record in answer.captures))
+    sys.stdout.write(capture_lines(answer.captures, service=SERVICE, request_id=request_id,
+                                   latency_ms=answer.latency_ms, namespace=NAMESPACE))
     sys.stdout.flush()
-    metrics.add_dimension("model", answer.model)
-    metrics.add_dimension("version", answer.version)
-    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=answer.latency_ms)
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(answer.prediction_ids))
     return _json(200, answer.payload, {PREDICTION_IDS_HEADER: ",".join(answer.prediction_ids)})
 
 

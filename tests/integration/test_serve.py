@@ -217,7 +217,8 @@ def test_emf_metrics_reach_the_embedded_cloudwatch(server):
             break
         time.sleep(0.2)
     assert counted == made  # one count per prediction, by the label it got, from the capture lines' EMF
-    assert _metric_sum(cloudwatch, "Latency", {**by_label, "service": "ferry-predict"}) > 0
+    assert _metric_sum(cloudwatch, "Latency", by_label) > 0
+    assert _metric_sum(cloudwatch, "BatchSize", by_label) >= 4
     assert server.request("POST", "/v1/models/tiny-bert/predict", {"inputs": 3})[0] == 400
     deadline = time.time() + 10
     while time.time() < deadline and not _metric_sum(cloudwatch, "Errors", {"service": "ferry-predict",

@@ -9,8 +9,14 @@ import threading
 import pytest
 
 from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription, emf_metric_data
-from ferry.runtime.capture import capture_line, capture_records, decode_subscription_event, encode_subscription_event
-from ferry.runtime.emf import prediction_count
+from ferry.runtime.capture import (
+    capture_line,
+    capture_lines,
+    capture_records,
+    decode_subscription_event,
+    encode_subscription_event,
+)
+from ferry.runtime.emf import prediction_metrics
 
 RECORD = {"prediction_id": "ab" * 16, "model": "sentiment", "version": "c1d74b9fe759",
           "time": "2026-11-29T18:00:00.000+00:00", "epoch_ms": 1795975200000, "latency_ms": 6.2, "batch_size": 1,
@@ -61,9 +67,24 @@ def test_the_capture_line_is_a_capture_record_and_an_emf_count_by_label():
 
 def test_an_embedding_counts_without_a_label_dimension():
     record = {key: value for key, value in RECORD.items() if key not in {"label", "score"}}
-    fields = prediction_count(record)
+    fields = prediction_metrics(record)
     assert fields["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["model", "version"]]
     assert "label" not in fields
+
+
+def test_the_first_line_of_a_request_carries_its_latency_and_batch_size():
+    records = [RECORD, {**RECORD, "prediction_id": "cd" * 16, "label": "negative"},
+               {**RECORD, "prediction_id": "ef" * 16}]
+    text = capture_lines(records, service="ferry-predict", request_id="r", latency_ms=12.3456)
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) == 4  # newline-terminated, one line per prediction
+    metrics = [[(datum["MetricName"], datum["Value"], [d["Value"] for d in datum["Dimensions"]])
+                for _, datum in emf_metric_data(line)] for line in lines[:3]]
+    assert metrics[0] == [("Predictions", 1.0, ["sentiment", "c1d74b9fe759", "positive"]),
+                          ("Latency", 12.346, ["sentiment", "c1d74b9fe759"]),
+                          ("BatchSize", 3.0, ["sentiment", "c1d74b9fe759"])]
+    assert metrics[1] == [("Predictions", 1.0, ["sentiment", "c1d74b9fe759", "negative"])]
+    assert metrics[2] == [("Predictions", 1.0, ["sentiment", "c1d74b9fe759", "positive"])]
 
 
 def test_powertools_emf_with_several_values_and_dimension_sets():

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ferry.runtime.constants import CAPTURE_KEY
-from ferry.runtime.emf import NAMESPACE, prediction_count
+from ferry.runtime.emf import NAMESPACE, prediction_metrics
 from ferry.runtime.exceptions import FerryRuntimeError
 
 SECONDS_PER_DAY = 86_400
@@ -26,17 +26,33 @@ class CaptureEventError(FerryRuntimeError):
     """A subscription event that is not base64-encoded gzip of CloudWatch Logs JSON."""
 
 
-def capture_line(record: Mapping[str, Any], *, service: str, request_id: str | None,
-                 namespace: str = NAMESPACE) -> str:
-    """The log line of one prediction: the capture record under ``capture``, an EMF count of one prediction by
-    model, version and label, and the keys a Powertools log line has (level, message, timestamp, service).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one a call
 
-    Written with one ``json.dumps`` rather than through the Logger: this runs for every prediction, and the
+
+def capture_line(record: Mapping[str, Any], *, service: str, request_id: str | None, namespace: str = NAMESPACE,
+                 latency_ms: float | None = None, batch_size: int | None = None) -> str:
+    """The log line of one prediction: the capture record under ``capture``, its EMF metrics
+    (:func:`ferry.runtime.emf.prediction_metrics`), and the keys a Powertools log line has (level, message,
+    timestamp, service).
+
+    Built with one encoder call rather than through the Logger: this runs for every prediction, and the
     Logger's formatting costs several times as much for a line whose shape never changes.
     """
     line = {"level": "INFO", "message": "prediction", "timestamp": record["time"], "service": service,
-            "function_request_id": request_id, CAPTURE_KEY: record, **prediction_count(record, namespace)}
-    return json.dumps(line, separators=(",", ":"))
+            "function_request_id": request_id, CAPTURE_KEY: record,
+            **prediction_metrics(record, namespace, latency_ms=latency_ms, batch_size=batch_size)}
+    return _COMPACT.encode(line)
+
+
+def capture_lines(records: Sequence[Mapping[str, Any]], *, service: str, request_id: str | None,
+                  latency_ms: float, namespace: str = NAMESPACE) -> str:
+    """One request's capture lines, each ending in a newline; the first carries the request's metrics."""
+    return "".join(
+        capture_line(record, service=service, request_id=request_id, namespace=namespace,
+                     latency_ms=latency_ms if index == 0 else None, batch_size=len(records) if index == 0 else None)
+        + "\n"
+        for index, record in enumerate(records)
+    )
 
 
 def decode_subscription_event(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""CloudWatch embedded metric format (EMF): the metric a capture log line carries.
+"""CloudWatch embedded metric format (EMF): the metrics a capture log line carries.
 
-Every capture record is already one log line per prediction; adding the EMF keys to that line makes
-CloudWatch count predictions by model, version and label without a second line, a second flush or any
-work on the request path beyond a few dictionary keys.
+Every capture record is already one log line per prediction. Adding EMF keys to that line makes CloudWatch
+count predictions by model, version and label, and the first line of a request also carries the request's
+latency and batch size by model and version: no second line, no second serialization, and none of a metrics
+library's per-call bookkeeping on the request path. (What is not a prediction, cold starts and errors by
+code, goes through Powertools Metrics.)
 """
 
 from __future__ import annotations
@@ -11,25 +13,25 @@ from collections.abc import Mapping
 from typing import Any
 
 NAMESPACE = "Ferry"
-PREDICTIONS_METRIC = "Predictions"
+PREDICTIONS = "Predictions"
+LATENCY = "Latency"
+BATCH_SIZE = "BatchSize"
 
 
-def prediction_count(record: Mapping[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
-    """The EMF keys that make a capture record's log line count one prediction.
-
-    Dimensions: model and version, and label for a classifier (an embedding has none).
-    """
-    dimensions = ["model", "version", "label"] if record.get("label") is not None else ["model", "version"]
-    fields: dict[str, Any] = {
-        "_aws": {
-            "Timestamp": int(record["epoch_ms"]),
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [dimensions],
-                "Metrics": [{"Name": PREDICTIONS_METRIC, "Unit": "Count"}],
-            }],
-        },
-        PREDICTIONS_METRIC: 1,
-    }
-    fields.update({name: str(record[name]) for name in dimensions})
+def prediction_metrics(record: Mapping[str, Any], namespace: str = NAMESPACE, *,
+                       latency_ms: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """The EMF keys for a capture record's log line: one prediction counted by model, version and label (a
+    classifier's; an embedding has no label), and, when given, the request's latency and batch size."""
+    by_label = ["model", "version", "label"] if record.get("label") is not None else ["model", "version"]
+    directives: list[dict[str, Any]] = [
+        {"Namespace": namespace, "Dimensions": [by_label], "Metrics": [{"Name": PREDICTIONS, "Unit": "Count"}]},
+    ]
+    fields: dict[str, Any] = {PREDICTIONS: 1}
+    if latency_ms is not None and batch_size is not None:
+        directives.append({"Namespace": namespace, "Dimensions": [["model", "version"]], "Metrics": [
+            {"Name": LATENCY, "Unit": "Milliseconds"}, {"Name": BATCH_SIZE, "Unit": "Count"}]})
+        fields[LATENCY] = round(latency_ms, 3)
+        fields[BATCH_SIZE] = batch_size
+    fields["_aws"] = {"Timestamp": int(record["epoch_ms"]), "CloudWatchMetrics": directives}
+    fields.update({name: str(record[name]) for name in by_label})
     return fields
