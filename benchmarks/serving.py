@@ -29,7 +29,7 @@ TEXT = ("Honestly, the new update is a huge improvement: the app feels much fast
 # context and local sampler (outside Lambda it builds a botocore client at import); the trace header is sampled.
 LAMBDA_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "ferry-predict", "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
               "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_NAMESPACE": "Ferry",
-              "FERRY_PRELOAD": "all",  # as template.yaml sets it
+              "FERRY_PRELOAD": "sentiment,minilm",  # as template.yaml sets it
               "LAMBDA_TASK_ROOT": str(ROOT / "functions/predict"), "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
               "_X_AMZN_TRACE_ID": "Root=1-6760f2a1-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1"}
 
@@ -59,13 +59,15 @@ print(json.dumps({"import_s": imported - started, "wait_s": loaded - imported, "
 """
 
 
-def event(model: str) -> dict:
+def event(model: str, route: str = "predict") -> dict:
+    """The API Gateway v2 event of POST /v1/models/{model}/<route> with the benchmark text."""
+    path = f"/v1/models/{model}/{route}"
     return {
-        "version": "2.0", "routeKey": "POST /v1/models/{model}/predict", "rawPath": f"/v1/models/{model}/predict",
+        "version": "2.0", "routeKey": f"POST /v1/models/{{model}}/{route}", "rawPath": path,
         "rawQueryString": "", "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": f"/v1/models/{model}/predict", "sourceIp": "127.0.0.1",
+        "requestContext": {"http": {"method": "POST", "path": path, "sourceIp": "127.0.0.1",
                                     "protocol": "HTTP/1.1", "userAgent": "bench"},
-                           "requestId": "bench", "routeKey": "POST /v1/models/{model}/predict", "stage": "$default",
+                           "requestId": "bench", "routeKey": f"POST /v1/models/{{model}}/{route}", "stage": "$default",
                            "accountId": "0", "apiId": "bench", "timeEpoch": 0},
         "pathParameters": {"model": model}, "body": json.dumps({"inputs": TEXT}), "isBase64Encoded": False,
     }
@@ -77,16 +79,24 @@ def main() -> None:
     parser.add_argument("--model", default="sentiment")
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preload", default=LAMBDA_ENV["FERRY_PRELOAD"],
+                        help="FERRY_PRELOAD for the cold starts (default: the template's)")
+    parser.add_argument("--cold-runs", type=int, default=3)
     args = parser.parse_args()
 
-    from ferry.runtime import layer_models_dirs
+    from ferry.runtime import Manifest, layer_models_dirs, resolve_model_dir
 
-    models_dir = os.pathsep.join(str(p) for p in layer_models_dirs(args.layers_dir.resolve()))
+    models_path = layer_models_dirs(args.layers_dir.resolve())
+    models_dir = os.pathsep.join(str(p) for p in models_path)
+    task = Manifest.load(resolve_model_dir(args.model, models_path)).task
+    route = "embed" if task == "feature-extraction" else "predict"
     env = {**os.environ, **LAMBDA_ENV, "FERRY_MODELS_DIR": models_dir, "FERRY_ORT_THREADS": str(args.threads)}
+    env["FERRY_PRELOAD"] = args.preload
     cold_runs = []
-    for _ in range(3):
-        done = subprocess.run([sys.executable, "-c", _COLD, str(ROOT / "functions/predict"), args.model,
-                               json.dumps(event(args.model))], env=env, capture_output=True, text=True, check=True)
+    for _ in range(args.cold_runs):
+        command = [sys.executable, "-c", _COLD, str(ROOT / "functions/predict"), args.model,
+                   json.dumps(event(args.model, route))]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         cold_runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
     os.environ.update({**LAMBDA_ENV, "FERRY_MODELS_DIR": models_dir, "FERRY_ORT_THREADS": str(args.threads),
@@ -109,7 +119,7 @@ def main() -> None:
         def get_remaining_time_in_millis(self) -> int:
             return 29000
 
-    request = event(args.model)
+    request = event(args.model, route)
     handler_ms, predictor_ms = [], []
     # The handler writes its capture lines and EMF to stdout, as in Lambda; here they go to /dev/null (a write
     # per request, like Lambda's log pipe), and this script's own output waits until the loop is done.

@@ -17,7 +17,7 @@ from ferry.runtime.service import Answer, PredictionService
 from ferry.runtime.settings import Settings
 
 # Models load on first use and stay for the container's life; those FERRY_PRELOAD names start loading now, in
-# background threads, so that they load while Powertools and pydantic import below (the load releases the GIL).
+# a background thread, so that they load while Powertools and pydantic import below (the load releases the GIL).
 settings = Settings.from_env()
 service = PredictionService(settings)
 service.store.preload(settings.preload)

@@ -50,12 +50,31 @@ def test_bad_settings_are_named(env, message):
 
 def test_preload_all_loads_every_model_in_the_background(models):
     store = store_for(models)
-    threads = store.preload(("*",))
-    assert sorted(thread.name for thread in threads) == ["ferry-preload-tiny-bert", "ferry-preload-tiny-distilbert"]
-    for thread in threads:
-        thread.join(timeout=60)
+    thread = store.preload(("*",))
+    assert thread is not None and thread.name == "ferry-preload"
+    thread.join(timeout=60)
     assert store.is_loaded("tiny-bert") and store.is_loaded("tiny-distilbert")
-    assert store.preload(()) == []
+    assert store.preload(()) is None
+
+
+def test_a_request_does_not_wait_for_models_the_preload_has_not_reached(models, monkeypatch):
+    original, started, release = Predictor.load, threading.Event(), threading.Event()
+
+    def slow_for_bert(path, **kwargs):
+        if path.name == "tiny-bert":
+            started.set()
+            release.wait(timeout=60)  # the preload thread is stuck on the first model
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(Predictor, "load", slow_for_bert)
+    store = store_for(models)
+    thread = store.preload(("tiny-bert", "tiny-distilbert"))
+    assert started.wait(timeout=60)
+    assert store.get("tiny-distilbert").name == "tiny-distilbert"  # loaded by this caller, at once
+    assert not store.is_loaded("tiny-bert")
+    release.set()
+    thread.join(timeout=60)
+    assert store.is_loaded("tiny-bert")
 
 
 def test_requests_during_a_preload_share_the_one_load(models, monkeypatch):
@@ -86,8 +105,7 @@ def test_a_model_that_fails_to_preload_is_logged_and_its_request_gets_the_error(
     onnx_file.write_bytes(bytes(data))
     store = store_for(models)
     with caplog.at_level(logging.WARNING, logger="ferry.runtime.service"):
-        for thread in store.preload(("tiny-bert", "nope", "tiny-distilbert")):
-            thread.join(timeout=60)
+        store.preload(("tiny-bert", "nope", "tiny-distilbert")).join(timeout=60)
     assert "preloading model 'tiny-bert' failed" in caplog.text and "preloading model 'nope' failed" in caplog.text
     assert store.is_loaded("tiny-distilbert") and not store.is_loaded("tiny-bert")
     service = PredictionService(store.settings, store)

@@ -66,29 +66,32 @@ class ModelStore:
                 self._loaded[name] = Predictor.load(model_dir, threads=self.settings.ort_threads)
             return self._loaded[name]
 
-    def preload(self, names: Sequence[str]) -> list[threading.Thread]:
-        """Start loading `names` (``("*",)``: every model found), each in a background thread; return them.
+    def preload(self, names: Sequence[str]) -> threading.Thread | None:
+        """Start loading `names` in order (``("*",)``: every model found, by name) in one background thread.
 
         ONNX Runtime and tokenizers release the GIL while they load, so a function that calls this before its
-        heavier imports pays for the slower of the two at a cold start, not for both. A model that fails to
-        load here is only logged: the request that asks for it loads it again and answers with the error.
+        heavier imports pays for the slower of the two at a cold start, not for both. One model at a time: on
+        two cores, loading them all at once slowed every one of them (the first listed is ready soonest). A
+        request for a model the thread has not reached yet loads that model itself, at once. A model that fails
+        to load here is only logged: the request that asks for it loads it again and answers with the error.
         """
         if not names:
-            return []
+            return None
         wanted = sorted(discover_models(self.settings.models_path)) if "*" in names else list(names)
-        threads = [threading.Thread(target=self._preload_one, args=(name,), name=f"ferry-preload-{name}", daemon=True)
-                   for name in wanted]
-        for thread in threads:
-            thread.start()
-        return threads
+        # Not a daemon: a process that ends while ONNX Runtime is loading would abort (SIGABRT, seen in a CLI run);
+        # exiting waits for the load instead. In Lambda the process never ends this way.
+        thread = threading.Thread(target=self._preload, args=(wanted,), name="ferry-preload")
+        thread.start()
+        return thread
 
-    def _preload_one(self, name: str) -> None:
-        try:
-            self.get(name)
-        except FerryRuntimeError as error:
-            log.warning("preloading model %r failed: %s", name, error)
-        except Exception:  # a background thread has no caller to tell; the request that needs the model will
-            log.exception("preloading model %r failed", name)
+    def _preload(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.get(name)
+            except FerryRuntimeError as error:
+                log.warning("preloading model %r failed: %s", name, error)
+            except Exception:  # a background thread has no caller to tell; the request that needs the model will
+                log.exception("preloading model %r failed", name)
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
