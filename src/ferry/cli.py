@@ -147,6 +147,8 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run_train(args: argparse.Namespace) -> int:
     from ferry.train import InvalidTrainConfigError, TrainConfig, TrainError, train
 
+    if args.warn_below is not None and not 0 < args.warn_below <= 1:
+        return _fail(f"--warn-below {args.warn_below:g} must be an accuracy between 0 and 1", EXIT_USAGE)
     try:
         config = TrainConfig(
             base=args.base, data=args.data, out=args.out, neutral=args.neutral,

@@ -78,7 +78,8 @@ def test_budget_plans_fewer_steps_and_still_finishes(tiny_bert, tmp_path):
         (["--data", "{latin1}"], "latin1.csv:2: not valid UTF-8"),
         (["--data", "{nolabel}"], "nolabel.csv:1: no column 'text'"),
         (["--data", "{unknown}", "--labels", "negative,positive"], "unknown label 'angry'"),
-        (["--data", "default", "--steps", "0"], "--steps must be positive"),
+        (["--data", "default", "--steps", "0", "--warn-below", "0.9"], "--steps must be positive"),
+        (["--data", "default", "--warn-below", "90"], "--warn-below 90 must be an accuracy between 0 and 1"),
         (["--data", "default", "--base", "{missing}"], "--base {missing}: no such folder"),
     ],
 )
