@@ -57,9 +57,8 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
              f"({', '.join(dataset.labels)}); {config.steps} steps of {config.batch_size}")
     run = _Run(config, dataset.labels, source, progress)
     history = run.fit(train_rows, quick_validation, started)
-    run.restore_best()
+    validation_logits = run.finish(validation, quick_validation, history, started)
     progress(f"evaluating the best checkpoint (step {run.best_step})")
-    validation_logits = run.logits(validation)
     prior: dict[str, Any] = {"applied": False, "reason": "natural sampling keeps the class prior"}
     if config.sampling == "balanced":
         prior, validation_logits = run.correct_prior(validation_logits, validation, dataset.splits["train"])
@@ -186,6 +185,8 @@ class _Run:
         self.eval_seconds = 0.0
         self.evaluated_texts = 0
         self.validation_every = 0  # set when the budget plans the run
+        self.last_validation = 0  # the step of the latest validation
+        self.losses: list[float] = []
 
     def _inputs(self, texts: Sequence[str]) -> Any:
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length,
@@ -233,7 +234,6 @@ class _Run:
         label_ids = {label: i for i, label in enumerate(self.labels)}
         history: list[dict[str, Any]] = []
         bar = _bar(config.steps)
-        losses: list[float] = []
         batches = self._batches(rows)
         next_batch = next(batches)
         self.setup_seconds = time.perf_counter() - started
@@ -247,32 +247,54 @@ class _Run:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append(loss.item())
+            self.losses.append(loss.item())
             self.steps_done += 1
             bar.update(1)
             if self.steps_done == _CALIBRATION_STEPS:
                 self._fit_budget(started, len(validation))
-            if self._validation_due():
+            if self.steps_done < self.planned_steps and self._validation_due():  # the last one: see finish()
                 eval_started = time.perf_counter()
                 metrics, _ = self.evaluate(validation)
                 self.eval_seconds += time.perf_counter() - eval_started
                 self.evaluated_texts += len(validation)
-                if self.steps_done < self.planned_steps:  # the last validation closes the run: no replanning
-                    self._fit_budget(started, len(validation))
-                recent = losses[-max(1, self.planned_steps // config.validations):]
-                history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4),
-                                "validation_accuracy": round(metrics["accuracy"], 4),
-                                "validation_macro_f1": round(metrics["macro_f1"], 4),
-                                "elapsed_s": round(time.perf_counter() - started, 1)})
-                self.progress(f"step {self.steps_done}/{self.planned_steps}: validation accuracy "
-                              f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+                self.last_validation = self.steps_done
+                self._fit_budget(started, len(validation))
+                self._record(history, metrics, started)
                 self._keep_if_best(metrics["accuracy"])
         bar.close()
         return history
 
+    def _record(self, history: list[dict[str, Any]], metrics: dict[str, Any], started: float) -> None:
+        recent = self.losses[-max(1, self.planned_steps // self.config.validations):]
+        history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4) if recent else None,
+                        "validation_accuracy": round(metrics["accuracy"], 4),
+                        "validation_macro_f1": round(metrics["macro_f1"], 4),
+                        "elapsed_s": round(time.perf_counter() - started, 1)})
+        self.progress(f"step {self.steps_done}/{self.planned_steps}: validation accuracy "
+                      f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+
     def _validation_due(self) -> bool:
+        """Validations spread over the plan: due once `every` steps have passed since the last one (a replanned
+        run changes `every`; counting from the last validation never validates twice a few steps apart)."""
         every = self.validation_every or max(1, math.ceil(self.planned_steps / self.config.validations))
-        return self.steps_done % every == 0 or self.steps_done == self.planned_steps
+        return self.steps_done - self.last_validation >= every
+
+    def finish(self, validation: Sequence[LabelledText], sample: Sequence[LabelledText],
+               history: list[dict[str, Any]], started: float) -> np.ndarray:
+        """The last validation, and the validation logits of the checkpoint kept.
+
+        The final model is scored on the whole validation split (the report needs those logits anyway); its
+        accuracy on the sample the earlier validations used is read from them, so the last validation costs
+        no pass of its own. An earlier checkpoint that scored better is restored and scored again."""
+        logits = self.logits(validation)
+        position = {row.text: i for i, row in enumerate(validation)}
+        metrics, _ = self.metrics(sample, logits[[position[row.text] for row in sample]])
+        self._record(history, metrics, started)
+        if metrics["accuracy"] >= self.best_score:  # a tie goes to the later, more trained model
+            self.best_score, self.best_step, self.best_state = metrics["accuracy"], self.steps_done, None
+            return logits
+        self.restore_best()
+        return self.logits(validation)
 
     def _fit_budget(self, started: float, validation_texts: int) -> None:
         """Plan the steps so that training, its validations and the final evaluation fit --max-minutes.
@@ -287,7 +309,8 @@ class _Run:
         per_text = (self.eval_seconds / self.evaluated_texts if self.evaluated_texts
                     else per_step / (3 * self.config.batch_size))
         every = self.validation_every or max(1, math.ceil(self.planned_steps / self.config.validations))
-        validations_left = max(0, math.ceil((self.planned_steps - self.steps_done) / every))
+        # sample validations still to come; the last one reads the final evaluation's logits (finish())
+        validations_left = max(0, math.ceil((self.planned_steps - self.steps_done) / every) - 1)
         final_texts = self.config.train_eval_texts + 2 * (self.config.max_eval_texts or 2300)
         reserve = per_text * (validations_left * validation_texts + final_texts) * 1.1 + 10.0  # + saving
         available = self.config.max_minutes * 60 - (now - started) - reserve
