@@ -78,7 +78,7 @@ class ModelStore:
         if not names:
             return None
         wanted = sorted(discover_models(self.settings.models_path)) if "*" in names else list(names)
-        # Not a daemon: a process that ends while ONNX Runtime is loading would abort (SIGABRT, seen in a CLI run);
+        # Not a daemon: a short-lived process that ends while ONNX Runtime is loading aborts (SIGABRT, seen);
         # exiting waits for the load instead. In Lambda the process never ends this way.
         thread = threading.Thread(target=self._preload, args=(wanted,), name="ferry-preload")
         thread.start()
