@@ -29,7 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ferry.runtime import FerryRuntimeError
+from ferry.runtime import FerryRuntimeError, emf
 from ferry.runtime.api import (
     EmbedRequest,
     PredictRequest,
@@ -42,7 +42,7 @@ from ferry.runtime.capture import capture_lines
 SERVICE = "ferry-predict"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE, auto_patch=False)  # no AWS calls here: patching boto and requests costs 0.1 s
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Ferry"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or emf.NAMESPACE
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 app = APIGatewayHttpResolver(enable_validation=True)
 # A successful request's metrics travel in its capture lines; Metrics only has something for cold starts and errors.

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -37,7 +37,7 @@ class LambdaContext:
 
     @property
     def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
+        return log_group_of(self.function_name)
 
     @property
     def log_stream_name(self) -> str:
@@ -45,6 +45,10 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+def log_group_of(function_name: str) -> str:
+    return f"/aws/lambda/{function_name}"
 
 
 @contextmanager
@@ -86,11 +90,9 @@ class LocalFunction:
 
     @property
     def log_group(self) -> str:
-        return f"/aws/lambda/{self.name}"
+        return log_group_of(self.name)
 
     def invoke(self, event: dict[str, Any]) -> Any:
-        with self._lock, environment(self.variables):
-            if self.router is None:
-                return self.handler(event, LambdaContext(function_name=self.name))
-            with self.router.group(self.log_group):
-                return self.handler(event, LambdaContext(function_name=self.name))
+        logs = self.router.group(self.log_group) if self.router is not None else nullcontext()
+        with self._lock, environment(self.variables), logs:
+            return self.handler(event, LambdaContext(function_name=self.name))

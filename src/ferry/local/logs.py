@@ -11,7 +11,6 @@ does); :class:`LogDelivery` then applies the template's subscription filters and
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import queue
 import re
@@ -23,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from ferry.runtime.capture import json_object
 
 log = logging.getLogger("ferry.local")
 
@@ -114,10 +115,12 @@ class FilterPattern:
         return cls(text, tuple(conditions))
 
     def matches(self, message: str) -> bool:
-        document = _json_object(message)
-        if document is None:
-            return False
-        return all(_holds(document, path, operator, value) for path, operator, value in self.conditions)
+        return self.holds(json_object(message))
+
+    def holds(self, document: dict[str, Any] | None) -> bool:
+        """Whether a line's JSON object (None: the line is not JSON) matches."""
+        return document is not None and all(
+            _holds(document, path, operator, value) for path, operator, value in self.conditions)
 
 
 def _holds(document: dict[str, Any], path: tuple[str, ...], operator: str, expected: str | float) -> bool:
@@ -133,48 +136,45 @@ def _holds(document: dict[str, Any], path: tuple[str, ...], operator: str, expec
     return equal if operator == "=" else not equal
 
 
-def _json_object(message: str) -> dict[str, Any] | None:
-    start = message.find("{")
-    if start < 0:
-        return None
-    try:
-        document = json.loads(message[start:])
-    except ValueError:
-        return None
-    return document if isinstance(document, dict) else None
-
-
 # -- embedded metric format -------------------------------------------------------------------------------------
 
 def emf_metric_data(message: str) -> list[tuple[str, dict[str, Any]]]:
     """(namespace, PutMetricData datum) for every metric of every dimension set of an EMF line; [] otherwise."""
-    document = _json_object(message)
+    return _emf_metric_data(json_object(message))
+
+
+def _emf_metric_data(document: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
     metadata = document.get("_aws") if document else None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("CloudWatchMetrics"), list):
+    if document is None or not isinstance(metadata, dict) or not isinstance(metadata.get("CloudWatchMetrics"), list):
         return []
-    assert document is not None
     timestamp = datetime.fromtimestamp(int(metadata.get("Timestamp") or time.time() * 1000) / 1000, tz=UTC)
-    data = []
+    data: list[tuple[str, dict[str, Any]]] = []
     for directive in metadata["CloudWatchMetrics"]:
         namespace = directive.get("Namespace")
-        for dimension_set in directive.get("Dimensions") or [[]]:
-            if not all(isinstance(document.get(name), str) for name in dimension_set):
-                continue  # CloudWatch drops a directive whose dimension values are missing or not strings
-            dimensions = [{"Name": name, "Value": document[name]} for name in dimension_set]
-            for metric in directive.get("Metrics") or []:
-                value = document.get(metric.get("Name"))
-                values = value if isinstance(value, list) else [value]
-                values = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-                if not namespace or not values:
-                    continue
-                datum: dict[str, Any] = {"MetricName": metric["Name"], "Dimensions": dimensions,
-                                         "Timestamp": timestamp, "Unit": metric.get("Unit") or "None"}
-                if len(values) == 1:
-                    datum["Value"] = values[0]
-                else:
-                    datum["Values"], datum["Counts"] = values, [1.0] * len(values)
-                data.append((namespace, datum))
+        if not namespace:
+            continue
+        # CloudWatch drops a dimension set whose values are missing or not strings
+        dimension_sets = [[{"Name": name, "Value": document[name]} for name in names]
+                          for names in directive.get("Dimensions") or [[]]
+                          if all(isinstance(document.get(name), str) for name in names)]
+        for metric in directive.get("Metrics") or []:
+            datum = _datum(metric, document.get(metric.get("Name")), timestamp)
+            data.extend((namespace, {**datum, "Dimensions": dimensions}) for dimensions in dimension_sets if datum)
     return data
+
+
+def _datum(metric: dict[str, Any], value: Any, timestamp: datetime) -> dict[str, Any] | None:
+    """A PutMetricData datum (without dimensions) for one EMF metric's value or values; None if it has none."""
+    values = [float(v) for v in (value if isinstance(value, list) else [value])
+              if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not values:
+        return None
+    datum: dict[str, Any] = {"MetricName": metric["Name"], "Timestamp": timestamp, "Unit": metric.get("Unit") or "None"}
+    if len(values) == 1:
+        datum["Value"] = values[0]
+    else:
+        datum["Values"], datum["Counts"] = values, [1.0] * len(values)
+    return datum
 
 
 # -- delivery ---------------------------------------------------------------------------------------------------
@@ -223,9 +223,10 @@ class LogDelivery:
             self._deliver(burst)
 
     def _deliver(self, burst: list[LogLine]) -> None:
+        documents = [json_object(message) for _, _, message in burst]  # each line parsed once
         for subscription in self.subscriptions:
-            matched = [(stamp, message) for group, stamp, message in burst
-                       if group == subscription.group and subscription.pattern.matches(message)]
+            matched = [(stamp, message) for (group, stamp, message), document in zip(burst, documents, strict=True)
+                       if group == subscription.group and subscription.pattern.holds(document)]
             if not matched:
                 continue
             try:
@@ -236,8 +237,8 @@ class LogDelivery:
         if self.put_metric_data is None:
             return
         by_namespace: dict[str, list[dict[str, Any]]] = {}
-        for _, _, message in burst:
-            for namespace, datum in emf_metric_data(message):
+        for document in documents:
+            for namespace, datum in _emf_metric_data(document):
                 by_namespace.setdefault(namespace, []).append(datum)
         for namespace, data in by_namespace.items():
             for start in range(0, len(data), 500):

@@ -6,11 +6,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ferry.local import template as tpl
-from ferry.local.functions import LocalFunction, environment
+from ferry.local.functions import LocalFunction
 from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription
 from ferry.runtime.capture import encode_subscription_event
 from ferry.runtime.constants import ENV_MODELS_DIR
@@ -178,10 +179,9 @@ class LocalStack:
                                                       self._deliverer(destination)))
         return subscriptions
 
-    def _deliverer(self, destination: str) -> Any:
+    def _deliverer(self, destination: str) -> Callable[[str, list[tuple[int, str]]], None]:
         def deliver(group: str, events: list[tuple[int, str]]) -> None:
-            with environment({}):
-                self.functions[destination].invoke(encode_subscription_event(group, "local", events))
+            self.functions[destination].invoke(encode_subscription_event(group, "local", events))
         return deliver
 
     # -- invocation -------------------------------------------------------------------------------------------

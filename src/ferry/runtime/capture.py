@@ -77,20 +77,25 @@ def encode_subscription_event(log_group: str, log_stream: str, messages: Iterabl
     return {"awslogs": {"data": data}}
 
 
+def json_object(message: str) -> dict[str, Any] | None:
+    """The JSON object of a log message (after any text prefix, such as a timestamp), or None."""
+    start = message.find("{")
+    if start < 0:
+        return None
+    try:
+        document = json.loads(message[start:])
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def capture_records(payload: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """The capture records among the log events; other lines (and CONTROL_MESSAGE probes) are skipped."""
     if payload.get("messageType") != "DATA_MESSAGE":
         return
     for log_event in payload.get("logEvents") or []:
-        message = log_event.get("message", "") if isinstance(log_event, dict) else ""
-        start = message.find("{")
-        if start < 0:
-            continue
-        try:
-            line = json.loads(message[start:])
-        except ValueError:
-            continue
-        record = line.get(CAPTURE_KEY) if isinstance(line, dict) else None
+        line = json_object(log_event.get("message", "") if isinstance(log_event, dict) else "")
+        record = line.get(CAPTURE_KEY) if line else None
         if isinstance(record, dict) and isinstance(record.get("prediction_id"), str):
             yield record
 

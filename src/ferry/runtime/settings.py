@@ -21,10 +21,9 @@ from ferry.runtime.constants import (
     ENV_MODELS_DIR,
     ENV_ORT_THREADS,
     ENV_PRELOAD,
-    MODEL_NAME_RE,
 )
 from ferry.runtime.exceptions import FerryRuntimeError
-from ferry.runtime.manifest import models_search_path
+from ferry.runtime.manifest import is_valid_name, models_search_path
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -62,7 +61,7 @@ def _preload(env: Mapping[str, str]) -> tuple[str, ...]:
     if raw.lower() in {"all", "*"}:
         return ("*",)
     names = tuple(name.strip() for name in raw.split(",") if name.strip())
-    bad = [name for name in names if not MODEL_NAME_RE.match(name)]
+    bad = [name for name in names if not is_valid_name(name)]
     if bad:
         raise SettingsError(f"{ENV_PRELOAD}={raw!r}: {bad[0]!r} is not a model name; give all, names a,b or nothing")
     return names

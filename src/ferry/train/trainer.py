@@ -266,7 +266,7 @@ class _Run:
 
     def _record(self, history: list[dict[str, Any]], metrics: dict[str, Any], started: float) -> None:
         recent = self.losses[-max(1, self.planned_steps // self.config.validations):]
-        history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4) if recent else None,
+        history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4),
                         "validation_accuracy": round(metrics["accuracy"], 4),
                         "validation_macro_f1": round(metrics["macro_f1"], 4),
                         "elapsed_s": round(time.perf_counter() - started, 1)})
