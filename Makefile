@@ -19,7 +19,7 @@ SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
 TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install up test lint runtime-layer models clean bench deploy
+.PHONY: help install up test lint runtime-layer runtime-layers models clean bench deploy
 
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
@@ -78,14 +78,28 @@ $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
 
-deploy: models runtime-layer $(SAM)
-	PATH="$(PY312_BIN):$$PATH" $(SAM) build && $(SAM) deploy --guided
+# The template declares a runtime layer per architecture (only the Architecture parameter's is deployed), and
+# sam build/package read both folders: build both. `make deploy ARCH=arm64` deploys for arm64.
+runtime-layers:
+	$(MAKE) runtime-layer ARCH=x86_64
+	$(MAKE) runtime-layer ARCH=arm64
+
+deploy: models runtime-layers $(SAM)
+	PATH="$(PY312_BIN):$$PATH" $(SAM) build && \
+		$(SAM) deploy --guided --capabilities CAPABILITY_IAM --parameter-overrides Architecture=$(ARCH)
+
+# checkov pins old boto3 and packaging: a venv of its own, as aws-sam-cli has.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check "checkov==3.3.30"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy src/ferry/runtime
 
-test: $(STAMP) $(SAM) lint
+test: $(STAMP) $(SAM) $(CHECKOV) lint
 	PATH="$(PY312_BIN):$$PATH" $(VENV)/bin/pytest
 
 bench: $(STAMP) models

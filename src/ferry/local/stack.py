@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -38,11 +40,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def _resolve(value: Any, names: dict[str, str], parameters: dict[str, Any]) -> str:
-    """A template value as the local stack sees it: refs to resources become their local names."""
+_DYNAMIC_SECRET = re.compile(r"\{\{resolve:secretsmanager:(.+?):SecretString\}\}")
+
+
+def _resolve(value: Any, names: dict[str, str], parameters: dict[str, Any],
+             secret: Callable[[str], str] | None = None) -> str:
+    """A template value as the local stack sees it: refs to resources become their local names (a secret's, its
+    ARN), parameters their defaults, and a `{{resolve:secretsmanager:...}}` dynamic reference the secret's value."""
+    def name_of(ref: str) -> str:
+        default = parameters.get(ref, {}).get("Default")
+        return names.get(ref) or (str(default) if default is not None else tpl.LOCAL_PSEUDO.get(ref, ""))
+
     if isinstance(value, dict) and "Ref" in value:
-        ref = value["Ref"]
-        return names.get(ref) or str(parameters.get(ref, {}).get("Default", ""))
+        return name_of(value["Ref"])
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        text = re.sub(r"\$\{([\w:]+)\}", lambda match: name_of(match.group(1)), value["Fn::Sub"])
+        if secret is not None:
+            text = _DYNAMIC_SECRET.sub(lambda match: secret(match.group(1)), text)
+        return text
     return str(value)
 
 
@@ -122,6 +137,10 @@ class LocalStack:
         for logical_id, name in tpl.buckets(self.template).items():
             s3.create_bucket(Bucket=name)
             self.table_names[logical_id] = name
+        secretsmanager = self.client("secretsmanager")
+        for logical_id in tpl.secrets(self.template):  # generated per local stack, as CloudFormation does per stack
+            created = secretsmanager.create_secret(Name=logical_id, SecretString=secrets.token_urlsafe(36))
+            self.table_names[logical_id] = created["ARN"]
 
     def store_api_key(self, key: str, name: str = "local") -> str:
         """Store a key (hashed) in the table the authorizer reads, as `ferry keys create` does in AWS."""
@@ -151,14 +170,18 @@ class LocalStack:
         shared = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
         models = os.pathsep.join(str(path) for path in layer_models_dirs(self.layers_dir))
         for logical_id, function in tpl.functions(self.template, self.root).items():
-            variables = {key: _resolve(value, self.table_names, parameters)
+            variables = {key: _resolve(value, self.table_names, parameters, self._secret_value)
                          for key, value in {**shared, **function.environment}.items()}
             variables[ENV_MODELS_DIR] = models
             variables.setdefault("POWERTOOLS_SERVICE_NAME", logical_id)
             self.functions[logical_id] = LocalFunction(function, variables, router=self.router)
 
+    def _secret_value(self, secret_id: str) -> str:
+        return str(self.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+
     def _subscriptions(self) -> list[Subscription]:
-        """The template's log subscription filters: a function's log group, a pattern, a function to invoke."""
+        """The template's log subscription filters: a function's log group (its LoggingConfig), a pattern, a function
+        to invoke."""
         resources = self.template["Resources"]
         subscriptions = []
         for resource in resources.values():
@@ -172,9 +195,9 @@ class LocalStack:
             except ValueError as exc:
                 raise tpl.TemplateError(str(exc)) from None
             for logical_id, candidate in resources.items():
-                depends = candidate.get("DependsOn", [])
-                depends = [depends] if isinstance(depends, str) else depends
-                if candidate.get("Type") == "AWS::Serverless::Function" and group in depends:
+                logging_config = candidate.get("Properties", {}).get("LoggingConfig", {})
+                if candidate.get("Type") == "AWS::Serverless::Function" and \
+                        logging_config.get("LogGroup") == {"Ref": group}:
                     subscriptions.append(Subscription(self.functions[logical_id].log_group, pattern,
                                                       self._deliverer(destination)))
         return subscriptions

@@ -86,31 +86,51 @@ def functions(template: dict[str, Any], root: Path) -> dict[str, Function]:
 
 
 def routes(template: dict[str, Any]) -> list[Route]:
+    """The HTTP API's routes: each AWS::ApiGatewayV2::Route, its integration's function, and whether it is public."""
+    resources = template["Resources"]
     found = []
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::ApiGatewayV2::Route":
             continue
-        for event in resource.get("Properties", {}).get("Events", {}).values():
-            if event.get("Type") != "HttpApi":
-                continue
-            properties = event["Properties"]
-            path, method = properties["Path"], properties["Method"].upper()
-            pattern = re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)))
-            authorized = properties.get("Auth", {}).get("Authorizer") != "NONE"
-            found.append(Route(method, path, logical_id, pattern, authorized))
+        properties = resource["Properties"]
+        method, _, path = str(properties["RouteKey"]).partition(" ")
+        target = properties.get("Target")
+        integration = _sub_names(target)[0] if _sub_names(target) else None
+        if integration is None or integration not in resources:
+            raise TemplateError(f"route {properties['RouteKey']!r}: its Target names no integration of the template")
+        function = _function_of(resources[integration]["Properties"].get("IntegrationUri"))
+        pattern = re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)))
+        authorized = properties.get("AuthorizationType", "NONE") != "NONE"
+        found.append(Route(method.upper(), path, function, pattern, authorized))
     return found
 
 
+def _sub_names(value: Any) -> list[str]:
+    """The ${Name} (or ${Name.Attribute}) references of a !Sub string, as logical ids."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+        return [name.split(".")[0] for name in re.findall(r"\$\{([\w.:]+)\}", text) if "::" not in name]
+    return []
+
+
+def _function_of(uri: Any) -> str:
+    """The function logical id of an integration or authorizer URI: !Ref Fn.Alias, !GetAtt Fn.Arn or a !Sub."""
+    if isinstance(uri, dict) and "Ref" in uri:
+        return str(uri["Ref"]).split(".")[0]
+    if isinstance(uri, dict) and "Fn::GetAtt" in uri:
+        return str(uri["Fn::GetAtt"][0])
+    names = _sub_names(uri)
+    if names:
+        return names[0]
+    raise TemplateError(f"cannot tell which function {uri!r} invokes")
+
+
 def lambda_authorizer(template: dict[str, Any]) -> str | None:
-    """The logical id of the function behind the HTTP API's Lambda authorizer, if it has one."""
+    """The logical id of the function behind the HTTP API's Lambda (REQUEST) authorizer, if it has one."""
     for resource in template["Resources"].values():
-        if resource.get("Type") != "AWS::Serverless::HttpApi":
-            continue
-        authorizers = resource.get("Properties", {}).get("Auth", {}).get("Authorizers", {})
-        for authorizer in authorizers.values():
-            arn = authorizer.get("FunctionArn")
-            if isinstance(arn, dict) and "Fn::GetAtt" in arn:
-                return str(arn["Fn::GetAtt"][0])
+        if resource.get("Type") == "AWS::ApiGatewayV2::Authorizer" and \
+                resource.get("Properties", {}).get("AuthorizerType") == "REQUEST":
+            return _function_of(resource["Properties"]["AuthorizerUri"])
     return None
 
 
@@ -134,20 +154,41 @@ def tables(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 LOCAL_PSEUDO = {"AWS::StackName": "ferry", "AWS::AccountId": "000000000000", "AWS::Region": "us-east-1",
-                "AWS::Partition": "aws"}
+                "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackId": "arn:aws:cloudformation:us-east-1:000000000000:stack/ferry/"
+                                "10ca1000-0000-4000-8000-10ca15ac0000"}
 
 
-def substitute(value: Any) -> str:
-    """A !Sub of pseudo parameters only, as the local stack names things."""
-    if isinstance(value, dict) and "Fn::Sub" in value:
-        return re.sub(r"\$\{([\w:]+)\}", lambda m: LOCAL_PSEUDO.get(m.group(1), m.group(1)), value["Fn::Sub"])
-    return str(value)
+def substitute(value: Any) -> Any:
+    """A value built from pseudo parameters only (!Sub, !Join, !Select, !Split, !Ref AWS::...), as the local stack
+    names things; anything else is returned as it is."""
+    if isinstance(value, dict) and len(value) == 1:
+        (function, argument), = value.items()
+        if function == "Ref" and argument in LOCAL_PSEUDO:
+            return LOCAL_PSEUDO[argument]
+        if function == "Fn::Sub" and isinstance(argument, str):
+            return re.sub(r"\$\{([\w:]+)\}", lambda m: LOCAL_PSEUDO.get(m.group(1), m.group(0)), argument)
+        if function == "Fn::Join":
+            return str(argument[0]).join(str(substitute(part)) for part in substitute(argument[1]))
+        if function == "Fn::Select":
+            return substitute(argument[1])[int(argument[0])]
+        if function == "Fn::Split":
+            return str(substitute(argument[1])).split(argument[0])
+    if isinstance(value, list):
+        return [substitute(item) for item in value]
+    return value
 
 
 def buckets(template: dict[str, Any]) -> dict[str, str]:
     """Bucket names by logical id (a !Sub of pseudo parameters resolved as the local stack names things)."""
-    return {logical_id: substitute(resource.get("Properties", {}).get("BucketName", logical_id.lower()))
+    return {logical_id: str(substitute(resource.get("Properties", {}).get("BucketName", logical_id.lower())))
             for logical_id, resource in template["Resources"].items() if resource.get("Type") == "AWS::S3::Bucket"}
+
+
+def secrets(template: dict[str, Any]) -> list[str]:
+    """Logical ids of the Secrets Manager secrets the template generates."""
+    return [logical_id for logical_id, resource in template["Resources"].items()
+            if resource.get("Type") == "AWS::SecretsManager::Secret"]
 
 
 def s3_triggers(template: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -17,11 +17,19 @@ ENV_CAPTURE_TEXT = "FERRY_CAPTURE_TEXT"  # "true": capture records carry the raw
 ENV_CAPTURE_TABLE = "FERRY_CAPTURE_TABLE"  # DynamoDB table the capture function writes
 ENV_CAPTURE_TTL_DAYS = "FERRY_CAPTURE_TTL_DAYS"
 ENV_PRELOAD = "FERRY_PRELOAD"  # models to load while the function initializes: "all", names "a,b", or "" (none)
+ENV_OUTPUT_MODE = "FERRY_OUTPUT_MODE"  # "full" (every label, exact scores) or "top" (top label, rounded score)
+ENV_STACK_SECRET = "FERRY_STACK_SECRET"  # per-stack secret: keys the captured text hash (HMAC-SHA256)
+ENV_KEYS_TABLE = "FERRY_KEYS_TABLE"  # DynamoDB table of API keys (salted hashes), read by the authorizer
+ENV_USAGE_TABLE = "FERRY_USAGE_TABLE"  # DynamoDB table of daily prediction counts per API key
+ENV_DAILY_QUOTA = "FERRY_DAILY_QUOTA"  # predictions a key may make a day when the key sets none; 0 = no quota
 
 DEFAULT_MAX_INPUTS = 64
 DEFAULT_MAX_INPUT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # API Gateway and Lambda's synchronous payload limit
 DEFAULT_CAPTURE_TTL_DAYS = 90
+DEFAULT_DAILY_QUOTA = 0  # no quota
+OUTPUT_MODES = ("full", "top")
+TOP_SCORE_DECIMALS = 2  # OutputMode=top rounds the one score it returns to this many decimals
 CAPTURE_KEY = "capture"  # the key of a capture record in a structured log line
 
 DEFAULT_MODELS_DIR = "/opt/models"  # where Lambda unpacks model layers (each layer holds models/<name>/)

@@ -9,18 +9,25 @@ from pathlib import Path
 
 from ferry.runtime.constants import (
     DEFAULT_CAPTURE_TTL_DAYS,
+    DEFAULT_DAILY_QUOTA,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUT_CHARS,
     DEFAULT_MAX_INPUTS,
     ENV_CAPTURE_TABLE,
     ENV_CAPTURE_TEXT,
     ENV_CAPTURE_TTL_DAYS,
+    ENV_DAILY_QUOTA,
+    ENV_KEYS_TABLE,
     ENV_MAX_BODY_BYTES,
     ENV_MAX_INPUT_CHARS,
     ENV_MAX_INPUTS,
     ENV_MODELS_DIR,
     ENV_ORT_THREADS,
+    ENV_OUTPUT_MODE,
     ENV_PRELOAD,
+    ENV_STACK_SECRET,
+    ENV_USAGE_TABLE,
+    OUTPUT_MODES,
 )
 from ferry.runtime.exceptions import FerryRuntimeError
 from ferry.runtime.manifest import is_valid_name, models_search_path
@@ -55,6 +62,13 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
 def _preload(env: Mapping[str, str]) -> tuple[str, ...]:
     """Models to load at start: ("*",) for all of them, names otherwise, () for none."""
     raw = env.get(ENV_PRELOAD, "").strip()
@@ -78,6 +92,11 @@ class Settings:
     capture_table: str | None = None
     capture_ttl_days: int = DEFAULT_CAPTURE_TTL_DAYS
     preload: tuple[str, ...] = ()
+    output_mode: str = "full"
+    stack_secret: str | None = None
+    keys_table: str | None = None
+    usage_table: str | None = None
+    daily_quota: int = DEFAULT_DAILY_QUOTA
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,4 +111,9 @@ class Settings:
             capture_table=env.get(ENV_CAPTURE_TABLE) or None,
             capture_ttl_days=_int(env, ENV_CAPTURE_TTL_DAYS, DEFAULT_CAPTURE_TTL_DAYS, 1),
             preload=_preload(env),
+            output_mode=_choice(env, ENV_OUTPUT_MODE, OUTPUT_MODES, "full"),
+            stack_secret=env.get(ENV_STACK_SECRET) or None,
+            keys_table=env.get(ENV_KEYS_TABLE) or None,
+            usage_table=env.get(ENV_USAGE_TABLE) or None,
+            daily_quota=_int(env, ENV_DAILY_QUOTA, DEFAULT_DAILY_QUOTA, 0),
         )

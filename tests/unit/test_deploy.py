@@ -1,0 +1,311 @@
+"""template.yaml deploys: CloudFormation's SAM transform accepts it for every combination of the parameters its
+conditions read, and what each combination deploys is complete and safe.
+
+`sam validate --lint`, cfn-lint and `sam build` never run the transform CloudFormation runs on
+`Transform: AWS::Serverless-2016-10-31`; a template with an intrinsic in `Auth.DefaultAuthorizer` passed all three
+and was refused at deploy. So these tests run aws-sam-translator (pinned: the version CloudFormation runs) offline,
+as `sam package` hands it the template (local code folders replaced by S3 URIs), then resolve the conditions of
+each combination and check the resources that would exist, and lint the transformed output with cfn-lint with
+that combination's parameters, failing on informational findings too.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+
+TEMPLATE = ROOT / "template.yaml"
+PSEUDO = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::StackId", "AWS::URLSuffix",
+          "AWS::NoValue"}
+# Every parameter a condition reads, with the values that flip it (the test below fails if one is missing here).
+CONDITION_VALUES: dict[str, list[Any]] = {
+    "AuthMode": ["apikey", "jwt", "iam"],
+    "Architecture": ["x86_64", "arm64"],
+    "BatchReservedConcurrency": [10, 0],
+    "AlarmEmail": ["", "oncall@example.com"],
+}
+JWT = {"JwtIssuer": "https://issuer.example.com/", "JwtAudience": ["ferry"]}
+COMBINATIONS = [dict(zip(CONDITION_VALUES, values, strict=True))
+                for values in itertools.product(*CONDITION_VALUES.values())]
+
+
+def _id(parameters: dict[str, Any]) -> str:
+    return "-".join(f"{value}" or "none" for value in parameters.values())
+
+
+def _sam_template() -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text(encoding="utf-8"))
+
+
+class _NoManagedPolicies:
+    """The managed-policy loader `transform` wants (it would ask IAM); the template names no managed policy."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def transform(parameters: dict[str, Any]) -> dict[str, Any]:
+    """What CloudFormation deploys: the SAM transform of the packaged template, for these parameter values."""
+    from samtranslator.translator.transform import transform as sam_transform
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    template = copy.deepcopy(_sam_template())
+    for resource in template["Resources"].values():  # as `sam package` rewrites them
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function":
+            properties["CodeUri"] = "s3://ferry-artifacts/function.zip"
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            properties["ContentUri"] = "s3://ferry-artifacts/layer.zip"
+    return sam_transform(template, {**_defaults(template), **parameters}, _NoManagedPolicies())
+
+
+def _defaults(template: dict[str, Any]) -> dict[str, Any]:
+    return {name: spec["Default"] for name, spec in template["Parameters"].items() if "Default" in spec}
+
+
+def _condition(expression: Any, parameters: dict[str, Any], conditions: dict[str, Any]) -> Any:
+    """The value of a condition or of an operand inside one."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        (function, argument), = expression.items()
+        if function == "Condition":
+            return _condition(conditions[argument], parameters, conditions)
+        if function == "Ref":
+            return parameters[argument]
+        if function == "Fn::Equals":
+            left, right = (_condition(item, parameters, conditions) for item in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not _condition(argument[0], parameters, conditions)
+        if function == "Fn::And":
+            return all(_condition(item, parameters, conditions) for item in argument)
+        if function == "Fn::Or":
+            return any(_condition(item, parameters, conditions) for item in argument)
+    return expression
+
+
+_REMOVED = object()
+
+
+def _resolve_ifs(value: Any, truth: dict[str, bool]) -> Any:
+    if isinstance(value, dict):
+        if list(value) == ["Fn::If"]:
+            name, then, otherwise = value["Fn::If"]
+            return _resolve_ifs(then if truth[name] else otherwise, truth)
+        if value == {"Ref": "AWS::NoValue"}:
+            return _REMOVED
+        resolved = {key: _resolve_ifs(item, truth) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not _REMOVED}
+    if isinstance(value, list):
+        return [item for item in (_resolve_ifs(item, truth) for item in value) if item is not _REMOVED]
+    return value
+
+
+def deployed(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """The resources of a transformed template that exist for these parameters, with every Fn::If resolved."""
+    values = {**_defaults(template), **parameters}
+    conditions = template.get("Conditions", {})
+    truth = {name: bool(_condition(expression, values, conditions)) for name, expression in conditions.items()}
+    return {logical_id: _resolve_ifs(resource, truth) for logical_id, resource in template["Resources"].items()
+            if truth.get(resource.get("Condition", ""), True)}
+
+
+def _references(value: Any) -> set[str]:
+    """Every logical id a value names with Ref, GetAtt or ${} inside Sub."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for function, argument in value.items():
+            if function == "Ref" and isinstance(argument, str):
+                found.add(argument)
+            elif function == "Fn::GetAtt":
+                found.add(argument[0] if isinstance(argument, list) else argument.split(".")[0])
+            elif function == "Fn::Sub":
+                text, names = (argument, {}) if isinstance(argument, str) else (argument[0], argument[1])
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([\w.:]+)\}", text)} - set(names)
+                found |= _references(names)
+            else:
+                found |= _references(argument)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _references(item)
+    return found
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=_id)
+def combination(request) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(parameters, the transformed template, the resources it deploys with them)."""
+    parameters = {**request.param, **(JWT if request.param["AuthMode"] == "jwt" else {})}
+    transformed = transform(parameters)
+    return parameters, transformed, deployed(transformed, parameters)
+
+
+def test_every_condition_parameter_is_combined():
+    template = _sam_template()
+    read = {name for expression in template["Conditions"].values() for name in _references(expression)
+            if name in template["Parameters"]}
+    assert read == set(CONDITION_VALUES)
+
+
+def test_the_transform_accepts_it_and_every_reference_resolves(combination):
+    parameters, _, resources = combination
+    template = _sam_template()
+    known = set(resources) | set(template["Parameters"]) | PSEUDO
+    for logical_id, resource in resources.items():
+        dangling = {name for name in _references(resource) if name not in known}
+        assert not dangling, f"{logical_id} names {dangling}, which {_id(parameters)} does not create"
+    assert any(resource["Type"] == "AWS::Lambda::Function" for resource in resources.values())
+
+
+def test_routes_use_the_authorizer_of_the_auth_mode_and_only_that_one(combination):
+    parameters, _, resources = combination
+    mode = parameters["AuthMode"]
+    authorizers = {logical_id: resource["Properties"] for logical_id, resource in resources.items()
+                   if resource["Type"] == "AWS::ApiGatewayV2::Authorizer"}
+    expected = {"apikey": {"REQUEST"}, "jwt": {"JWT"}, "iam": set()}[mode]
+    assert {properties["AuthorizerType"] for properties in authorizers.values()} == expected
+    for properties in authorizers.values():
+        if properties["AuthorizerType"] == "JWT":  # API Gateway refuses a JWT authorizer with an empty issuer
+            assert properties["JwtConfiguration"]["Issuer"] == {"Ref": "JwtIssuer"}
+    routes = {resource["Properties"]["RouteKey"]: resource["Properties"] for resource in resources.values()
+              if resource["Type"] == "AWS::ApiGatewayV2::Route"}
+    public = {key for key, properties in routes.items() if properties["AuthorizationType"] == "NONE"}
+    assert public == {"GET /healthz", "GET /openapi.json"}
+    for key, properties in routes.items():
+        if key in public:
+            continue
+        assert properties["AuthorizationType"] == {"apikey": "CUSTOM", "jwt": "JWT", "iam": "AWS_IAM"}[mode], key
+        if mode == "iam":
+            assert "AuthorizerId" not in properties, key
+        else:
+            assert properties["AuthorizerId"]["Ref"] in authorizers, key
+    functions = {resource["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+                 for resource in resources.values() if resource["Type"] == "AWS::Lambda::Function"}
+    assert ("ferry-authorizer" in functions) == (mode == "apikey")
+
+
+def test_every_function_carries_layers_of_its_architecture(combination):
+    parameters, _, resources = combination
+    arch = parameters["Architecture"]
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        properties = resource["Properties"]
+        assert properties["Architectures"] == [{"Ref": "Architecture"}], logical_id
+        runtime = powertools = 0
+        for layer in properties["Layers"]:
+            if "Ref" in layer:
+                compatible = resources[layer["Ref"]]["Properties"].get("CompatibleArchitectures")
+                if compatible is not None:  # model layers hold ONNX files, the same on both
+                    assert compatible == [arch], f"{logical_id}: layer {layer['Ref']} is for {compatible}"
+                    runtime += 1
+            else:
+                arn = layer["Fn::Sub"].replace("${Architecture}", arch)
+                assert arn.split(":")[-2].endswith(f"-{arch}"), arn
+                powertools += 1
+        assert (runtime, powertools) == (1, 1), logical_id
+
+
+def test_state_is_retained_logged_and_alarmed(combination):
+    parameters, _, resources = combination
+    by_type: dict[str, dict[str, Any]] = {}
+    for logical_id, resource in resources.items():
+        by_type.setdefault(resource["Type"], {})[logical_id] = resource
+    stateful = {**by_type["AWS::DynamoDB::Table"], **by_type["AWS::S3::Bucket"],
+                **by_type["AWS::SecretsManager::Secret"], **by_type["AWS::SQS::Queue"]}
+    for logical_id, resource in stateful.items():
+        assert resource.get("DeletionPolicy") == resource.get("UpdateReplacePolicy") == "Retain", logical_id
+        fixed = resource["Properties"].get("TableName") or resource["Properties"].get("BucketName")
+        # a fixed name would keep a stack of the same name from being created again while the retained one is there
+        assert fixed is None or "AWS::StackId" in json.dumps(fixed), logical_id
+    for logical_id, table in by_type["AWS::DynamoDB::Table"].items():
+        assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, \
+            logical_id
+    groups = by_type["AWS::Logs::LogGroup"]
+    assert all("RetentionInDays" in group["Properties"] for group in groups.values())
+    for logical_id, function in by_type["AWS::Lambda::Function"].items():
+        assert function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] in groups, logical_id
+    stage = next(iter(by_type["AWS::ApiGatewayV2::Stage"].values()))["Properties"]
+    assert stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0] in groups
+    # functions invoked asynchronously (S3 notifications, log subscriptions) keep what fails in a dead-letter queue
+    permissions = by_type["AWS::Lambda::Permission"].values()
+    asynchronous = {_references(p["Properties"]["FunctionName"]).pop() for p in permissions
+                    if p["Properties"]["Principal"] in ("s3.amazonaws.com", "logs.amazonaws.com")}
+    assert asynchronous
+    for logical_id in asynchronous:
+        queue = by_type["AWS::Lambda::Function"][logical_id]["Properties"]["DeadLetterConfig"]["TargetArn"]
+        assert queue["Fn::GetAtt"][0] in by_type["AWS::SQS::Queue"], logical_id
+    batch = next(f["Properties"] for f in by_type["AWS::Lambda::Function"].values()
+                 if f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "ferry-batch")
+    reserved = parameters["BatchReservedConcurrency"]
+    assert batch.get("ReservedConcurrentExecutions") == ({"Ref": "BatchReservedConcurrency"} if reserved else None)
+    assert ("AWS::SNS::Subscription" in by_type) == bool(parameters["AlarmEmail"])
+
+
+def test_cfn_lint_finds_nothing_in_what_is_deployed(combination):
+    from cfnlint.api import lint
+    from cfnlint.config import ManualArgs
+
+    parameters, transformed, _ = combination
+    matches = lint(json.dumps(transformed, indent=1), config=ManualArgs(parameters=[parameters], include_checks=["I"],
+                                                  regions=["us-east-1"]))
+    assert not matches, "\n".join(str(match) for match in matches)
+
+
+def test_cfn_lint_finds_nothing_in_the_sam_template():
+    from cfnlint.api import lint
+    from cfnlint.config import ManualArgs
+
+    matches = lint(TEMPLATE.read_text(encoding="utf-8"), config=ManualArgs(include_checks=["I"],
+                                                                          regions=["us-east-1"]))
+    assert not matches, "\n".join(str(match) for match in matches)
+
+
+def test_a_jwt_stack_needs_an_issuer_and_an_audience():
+    """CloudFormation refuses the parameters before creating anything (a JWT authorizer with no issuer fails)."""
+    rule = _sam_template()["Rules"]["JwtNeedsIssuerAndAudience"]
+    values = {"AuthMode": "jwt", "JwtIssuer": "", "JwtAudience": ""}
+    assert _condition(rule["RuleCondition"], values, {})
+    for issuer, audience, holds in [("", "", False), ("https://i.example.com/", "", False),
+                                    ("", "ferry", False), ("https://i.example.com/", "ferry", True)]:
+        values.update(JwtIssuer=issuer, JwtAudience=audience)
+        assertion = json.loads(json.dumps(rule["Assertions"][0]["Assert"]).replace(
+            '{"Fn::Join": ["", {"Ref": "JwtAudience"}]}', '{"Ref": "JwtAudience"}'))
+        assert bool(_condition(assertion, values, {})) is holds, (issuer, audience)
+
+
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+
+
+def test_checkov_has_no_unsuppressed_finding():
+    assert CHECKOV.exists(), "checkov is installed by `make test` into .venv-checkov (it pins old boto3)"
+    # --skip-download: checkov would otherwise fetch guidelines from its vendor's API (no network here, or in CI)
+    result = subprocess.run([str(CHECKOV), "-f", str(TEMPLATE), "--output", "json", "--compact", "--skip-download"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    report = json.loads(result.stdout)
+    failed = [f"{check['check_id']} {check['resource']}" for check in report["results"]["failed_checks"]]
+    assert not failed, failed
+    assert report["summary"]["passed"] > 0
+    for check in report["results"]["skipped_checks"]:  # every suppression says why
+        assert len(check.get("check_result", {}).get("suppress_comment", "")) > 20, check["check_id"]
+
+
+def test_runtime_layer_folders_exist_for_each_architecture_the_template_offers():
+    template = _sam_template()
+    folders = {resource["Properties"]["CompatibleArchitectures"][0]: resource["Properties"]["ContentUri"]
+               for resource in template["Resources"].values()
+               if resource["Type"] == "AWS::Serverless::LayerVersion"
+               and "CompatibleArchitectures" in resource["Properties"]}
+    assert set(folders) == set(template["Parameters"]["Architecture"]["AllowedValues"])
+    for arch, folder in folders.items():
+        assert Path(folder).name == f"runtime-{arch}"
