@@ -1,31 +1,31 @@
-"""API-key authorizer of the HTTP API (payload 2.0, simple responses): Bearer key -> salted hash in DynamoDB."""
+"""API-key authorizer of the HTTP API (payload 2.0, simple responses): Bearer key -> salted hash in DynamoDB,
+and whether the key has used up its daily quota (the predict function answers 429 then; see ferry.runtime.keys).
+
+API Gateway caches each answer per Authorization header for ReauthorizeEvery seconds.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 
-from ferry.runtime.keys import bearer, check_key
+from ferry.runtime import aws
+from ferry.runtime.constants import ENV_KEYS_TABLE
+from ferry.runtime.keys import authorize, bearer
+from ferry.runtime.settings import Settings
 
 logger = Logger(service="ferry-authorizer")
-_table: Any = None
-
-
-def table() -> Any:
-    global _table
-    if _table is None:
-        _table = boto3.resource("dynamodb").Table(os.environ["FERRY_KEYS_TABLE"])
-    return _table
+settings = Settings.from_env()
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     token = bearer(event.get("headers"))
-    identifier = check_key(table(), token) if token else None
-    if identifier is None:
+    answer = authorize(aws.table(settings.keys_table, ENV_KEYS_TABLE), aws.table(settings.usage_table), token,
+                       settings.daily_quota)
+    if not answer["isAuthorized"]:
         logger.info("refused", extra={"has_token": token is not None})
-        return {"isAuthorized": False}
-    return {"isAuthorized": True, "context": {"key_id": identifier}}
+    elif answer["context"]["quota_exceeded"]:
+        logger.info("over quota", extra={"key_id": answer["context"]["key_id"]})
+    return answer

@@ -333,31 +333,147 @@ def _run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; 0 means no quota")
+    return value
+
+
+def _key_id_argument(text: str) -> str:
+    from ferry.runtime.keys import KEY_ID_RE
+
+    if not KEY_ID_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key id (16 hex digits, as `ferry keys list` shows)")
+    return text
+
+
 def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser("keys", help="API keys for the apikey auth mode")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="make a key, store its salted hash, print the key once")
-    create.add_argument("--table", required=True, help="the stack's KeysTableName output")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help)
+        parser.add_argument("--table", required=True, help="the stack's KeysTableName output")
+        parser.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+        parser.add_argument("--endpoint-url", help="another DynamoDB endpoint (e.g. the local stack's)")
+        return parser
+
+    create = action("create", "make a key, store its salted hash, print the key once")
     create.add_argument("--name", default="default", help="who or what the key is for")
-    create.add_argument("--region", help="AWS region (default: the AWS configuration's)")
-    create.add_argument("--endpoint-url", help="another DynamoDB endpoint (e.g. the local stack's)")
+    create.add_argument("--daily-quota", type=_non_negative, metavar="N",
+                        help="predictions a UTC day for this key; 0 for none (default: the stack's DailyQuota)")
     create.set_defaults(run=_run_keys_create)
+    listing = action("list", "show every key: id, name, created, revoked, daily quota, today's usage")
+    listing.add_argument("--usage-table", help="the stack's usage table, for today's usage (default: not shown)")
+    listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    listing.set_defaults(run=_run_keys_list)
+    revoke = action("revoke", "revoke a key by its id (API Gateway may accept it for up to 5 more minutes)")
+    revoke.add_argument("key_id", type=_key_id_argument, metavar="ID", help="the key's id (`ferry keys list`)")
+    revoke.set_defaults(run=_run_keys_revoke)
+
+
+def _dynamodb(args: argparse.Namespace) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # few retries: a wrong endpoint or a missing table should answer in seconds, not after botocore's backoff
+    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+    return boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url, config=config)
+
+
+def _aws_failure(exc: Exception, table: str, doing: str) -> int:
+    """One line for what boto3 raised: a missing table, credentials or region, an unreachable endpoint."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(exc, NoCredentialsError):
+        return _fail(f"cannot {doing} in {table}: no AWS credentials (configure them, or set AWS_PROFILE)")
+    if isinstance(exc, NoRegionError):
+        return _fail(f"cannot {doing} in {table}: no AWS region (give --region, or set AWS_DEFAULT_REGION)")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ResourceNotFoundException":
+            return _fail(f"cannot {doing}: no table {table} in this region/endpoint (use the stack's output name)")
+        return _fail(f"cannot {doing} in {table}: {error.get('Code', 'error')}: {error.get('Message', '')}")
+    return _fail(f"cannot {doing} in {table}: {exc}")
 
 
 def _run_keys_create(args: argparse.Namespace) -> int:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ferry.runtime.keys import new_key, store_key
+    from ferry.runtime.keys import ApiKeyError, new_key, store_key
 
     key = new_key()
     try:
-        table = boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url).Table(args.table)
-        identifier = store_key(table, key, args.name)
+        identifier = store_key(_dynamodb(args).Table(args.table), key, args.name, quota=args.daily_quota)
     except (BotoCoreError, ClientError) as exc:
-        return _fail(f"cannot store the key in {args.table}: {exc}")
-    sys.stderr.write(f"ferry: key {identifier} ({args.name}) stored as a salted hash; it is shown once:\n")
+        return _aws_failure(exc, args.table, "store the key")
+    except ApiKeyError as exc:
+        return _fail(str(exc))
+    quota = "the stack's daily quota" if args.daily_quota is None else (
+        "no daily quota" if args.daily_quota == 0 else f"a daily quota of {args.daily_quota}")
+    sys.stderr.write(f"ferry: key {identifier} ({args.name}, {quota}) stored as a salted hash; it is shown once:\n")
     print(key)
+    return 0
+
+
+def _run_keys_list(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ferry.runtime.keys import list_keys, usage_on, utc_day
+
+    try:
+        dynamodb = _dynamodb(args)
+        keys = list_keys(dynamodb.Table(args.table))
+    except (BotoCoreError, ClientError) as exc:
+        return _aws_failure(exc, args.table, "list the keys")
+    if args.usage_table:
+        try:
+            used = usage_on(dynamodb, args.usage_table, [key.key_id for key in keys], utc_day(time.time()))
+        except (BotoCoreError, ClientError) as exc:
+            return _aws_failure(exc, args.usage_table, "read today's usage")
+        keys = [dataclasses.replace(key, used_today=used.get(key.key_id, 0)) for key in keys]
+    if args.json:
+        print(json.dumps([key.to_dict() for key in keys], indent=2))
+        return 0
+    print(format_keys(keys))
+    return 0
+
+
+def format_keys(keys: Sequence[Any]) -> str:
+    """`ferry keys list` as a table: a quota of None is the stack's, 0 none; usage of None was not read."""
+    rows = [("ID", "NAME", "CREATED (UTC)", "REVOKED", "DAILY QUOTA", "USED TODAY")]
+    for key in keys:
+        quota = "stack default" if key.quota is None else ("none" if key.quota == 0 else str(key.quota))
+        rows.append((key.key_id, key.name, key.created_utc, "revoked" if key.revoked else "no", quota,
+                     "-" if key.used_today is None else str(key.used_today)))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines + ([] if keys else ["(no keys)"]))
+
+
+def _run_keys_revoke(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ferry.runtime.keys import ApiKeyError, revoke_key
+
+    try:
+        changed = revoke_key(_dynamodb(args).Table(args.table), args.key_id)
+    except (BotoCoreError, ClientError) as exc:
+        return _aws_failure(exc, args.table, "revoke the key")
+    except ApiKeyError as exc:
+        return _fail(f"{exc} in {args.table}; `ferry keys list --table {args.table}` shows the ids")
+    if changed:
+        print(f"ferry: key {args.key_id} revoked; API Gateway may still accept it for up to 5 minutes "
+              "(the authorizer's cache)")
+    else:
+        print(f"ferry: key {args.key_id} was already revoked")
     return 0
 
 
@@ -397,9 +513,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     gateway.serve_in_background()
-    auth = f' -H "Authorization: Bearer {args.api_key}"' if args.api_key else ""
+    if args.api_key is None and not _is_loopback(args.host):
+        sys.stderr.write(open_host_warning(args.host))
+        sys.stderr.flush()
+    # the key is never echoed: the banner lands in terminals, scrollback and CI logs
+    auth = ' -H "Authorization: Bearer $FERRY_API_KEY"' if args.api_key else ""
     print(f"ferry: serving {', '.join(sorted(_served(stack))) or 'no models'} at {gateway.url} "
           f"(embedded AWS at {stack.endpoint}); Ctrl-C stops", flush=True)
+    if args.api_key:
+        print("  export FERRY_API_KEY=<the key given to --api-key>", flush=True)
     print(f"  curl -s {gateway.url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "
           "-d '{\"inputs\": \"I love this\"}'", flush=True)
     try:
@@ -410,6 +532,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         stack.stop()
         print("ferry: stopped", flush=True)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may well resolve to a reachable address
+
+
+def open_host_warning(host: str) -> str:
+    bar = "ferry: " + "!" * 72
+    return "\n".join([
+        bar,
+        f"ferry: WARNING: serving on {host} without --api-key: anyone who can reach this machine on the",
+        "ferry: WARNING: network can call every model and read what the API shows (manifests, metrics,",
+        "ferry: WARNING: prediction ids). Give --api-key KEY, or serve on 127.0.0.1 (the default).",
+        bar,
+    ]) + "\n"
 
 
 def _served(stack: Any) -> list[str]:

@@ -20,7 +20,7 @@ from ferry.runtime.emf import prediction_metrics
 
 RECORD = {"prediction_id": "ab" * 16, "model": "sentiment", "version": "c1d74b9fe759",
           "time": "2026-11-29T18:00:00.000+00:00", "epoch_ms": 1795975200000, "latency_ms": 6.2, "batch_size": 1,
-          "token_length": 32, "truncated": False, "text_sha256": "0" * 64, "label": "positive", "score": 0.98}
+          "token_length": 32, "truncated": False, "text_hmac": "0" * 64, "label": "positive", "score": 0.98}
 
 
 @pytest.mark.parametrize(("pattern", "line", "expected"), [

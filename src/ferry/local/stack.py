@@ -112,6 +112,12 @@ class LocalStack:
         if self.router is not None:
             self.router.uninstall()
         if self._moto is not None:
+            # moto keeps its state per process, not per server: without a reset the next stack of this process
+            # would find these tables, buckets and secrets already there
+            import urllib.request
+
+            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"),
+                                   timeout=10).close()
             self._moto.stop()
             self._moto = None
 

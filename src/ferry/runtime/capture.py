@@ -3,6 +3,10 @@
 The predict handler logs one structured record per prediction; a CloudWatch Logs subscription filter
 delivers those lines (gzip + base64) to the capture function, at least once. Each record is written with a
 conditional put on its prediction id, so a redelivered batch changes nothing.
+
+Each record newly written that names the API key it was made with (``key_id``) also counts once toward that
+key's predictions of its UTC day in the usage table, which the authorizer reads to enforce daily quotas
+(:mod:`ferry.runtime.keys`): one ``ADD`` per key and day per delivery, and none for a redelivered record.
 """
 
 from __future__ import annotations
@@ -10,14 +14,16 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from ferry.runtime.constants import CAPTURE_KEY
 from ferry.runtime.emf import NAMESPACE, prediction_metrics
 from ferry.runtime.exceptions import FerryRuntimeError
+from ferry.runtime.keys import USAGE_TTL_DAYS, usage_expiry, utc_day
 
 SECONDS_PER_DAY = 86_400
 
@@ -121,24 +127,48 @@ class CaptureResult:
     written: int = 0
     duplicates: int = 0
     invalid: int = 0
+    usage: Counter[tuple[str, str]] = field(default_factory=Counter)  # (key_id, UTC day) -> records newly written
 
 
-def write_captures(table: Any, records: Iterable[Mapping[str, Any]], ttl_days: int) -> CaptureResult:
-    """Write each record once: a conditional put on prediction_id makes redelivery harmless."""
+def write_captures(table: Any, records: Iterable[Mapping[str, Any]], ttl_days: int,
+                   usage_table: Any | None = None) -> CaptureResult:
+    """Write each record once: a conditional put on prediction_id makes redelivery harmless.
+
+    Records newly written that carry a ``key_id`` are counted by key and UTC day in ``result.usage`` and, with a
+    `usage_table`, added to it (:func:`add_usage`) even when a write fails half-way: Lambda then retries the
+    delivery, and the records already written come back as duplicates, which count for nothing."""
     from botocore.exceptions import ClientError
 
     result = CaptureResult()
-    for record in records:
-        try:
-            item = to_item(record, ttl_days)
-        except (KeyError, TypeError, ValueError):
-            result.invalid += 1
-            continue
-        try:
-            table.put_item(Item=item, ConditionExpression="attribute_not_exists(prediction_id)")
+    try:
+        for record in records:
+            try:
+                item = to_item(record, ttl_days)
+            except (KeyError, TypeError, ValueError):
+                result.invalid += 1
+                continue
+            try:
+                table.put_item(Item=item, ConditionExpression="attribute_not_exists(prediction_id)")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                result.duplicates += 1
+                continue
             result.written += 1
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            result.duplicates += 1
+            owner = record.get("key_id")
+            if isinstance(owner, str) and owner:
+                result.usage[(owner, utc_day(int(record["epoch_ms"]) / 1000))] += 1
+    finally:
+        if usage_table is not None:
+            add_usage(usage_table, result.usage)
     return result
+
+
+def add_usage(usage_table: Any, usage: Mapping[tuple[str, str], int], ttl_days: int = USAGE_TTL_DAYS) -> None:
+    """Add predictions to each key's count of a UTC day: one UpdateItem per (key_id, day), and a TTL a few days
+    after that day so the table keeps only recent days."""
+    for (identifier, day), count in usage.items():
+        if count > 0:
+            usage_table.update_item(
+                Key={"key_id": identifier, "day": day}, UpdateExpression="ADD predictions :n SET expires_at = :e",
+                ExpressionAttributeValues={":n": count, ":e": usage_expiry(day, ttl_days)})
