@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -114,6 +115,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/tiny-bert/predict", None, b'{"inputs": ', 400, "the body is not valid JSON"),
     ("POST", "/v1/models/tiny-bert/predict", {"inputs": 3}, None, 400, "inputs must be a string or a list of strings"),
     ("POST", "/v1/models/tiny-bert/predict", {"inputs": []}, None, 400, "inputs is empty"),
+    ("POST", "/v1/models/tiny-bert/predict", {"inputs": ""}, None, 400, "inputs is empty"),
     ("POST", "/v1/models/tiny-bert/predict", {"inputs": ["ok", " "]}, None, 400, "inputs[1] is empty"),
     ("POST", "/v1/models/tiny-bert/predict", {"text": "hi"}, None, 400, "unknown parameter 'text'; accepted: inputs"),
     ("POST", "/v1/models/tiny-bert/predict", {}, None, 400, "inputs is required"),
@@ -131,6 +133,15 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/tiny-bert/embed", {"inputs": "hi"}, None, 400, "is text-classification: use /predict"),
     ("POST", "/v1/models/minilm/embed", {"inputs": "word " * 400, "truncate": False}, None, 413, "truncate=true"),
     ("GET", "/v1/models/nope", None, None, 404, "no model named 'nope'"),
+    # these four answered 500 with a traceback in the logs
+    ("POST", "/v1/models/tiny-bert/predict", None, b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+     "the body is nested more than 32 levels deep"),
+    ("POST", "/v1/models/tiny-bert/predict", None, b'{"inputs": [' + b"7" * 4301 + b"]}", 400,
+     "the body holds an integer of more than 4300 digits"),
+    ("POST", "/v1/models/tiny-bert/predict", None, b'{"inputs": "caf\xe9"}', 400,  # Latin-1: base64 in the event
+     "the body is not valid UTF-8 (byte 15 is 0xe9)"),
+    ("POST", "/v1/models/minilm/embed", None, b'{"inputs": ["fine", "\\ud800"]}', 400,
+     "inputs[1] holds a lone surrogate (\\ud800) at character 0"),
 ]
 
 
@@ -150,12 +161,47 @@ def test_wrong_content_type_and_unknown_route(server):
     assert code == 404 and answer == {"message": "Not Found"}  # API Gateway's own shape
 
 
+def raw_http(server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (urllib cannot send a negative Content-Length) and read the answer to the end."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(request)
+        response = http.client.HTTPResponse(connection, method=request.split(b" ", 1)[0].decode())
+        response.begin()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "+12", "1e3", "12, 12"])
+def test_a_bad_content_length_is_a_gateway_400_without_reading_the_body(server, length):
+    request = (b"POST /v1/models/tiny-bert/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + length.encode() + b'\r\n\r\n{"inputs": "hi"}')
+    status, headers, body = raw_http(server, request)  # before: -1 read to the end of the stream (a hang)
+    assert (status, json.loads(body)) == (400, {"message": "Bad Request"})
+    assert headers["connection"] == "close"  # the unread body cannot be taken for the next request
+
+
+def test_an_oversized_content_length_is_a_gateway_413(server):
+    request = (b"POST /v1/models/tiny-bert/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 10485761\r\n\r\n")
+    status, _, body = raw_http(server, request)
+    assert (status, json.loads(body)) == (413, {"message": "Request Entity Too Large"})
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PATCH", "OPTIONS", "PUT", "DELETE", "BREW", "HEAD"])
+def test_a_method_no_route_has_is_api_gateways_json_404(server, method):
+    for path in ("/healthz", "/v1/models/tiny-bert/predict", "/nowhere"):
+        status, headers, body = raw_http(server, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert status == 404 and headers["content-type"] == "application/json", (method, path)
+        assert body == (b"" if method == "HEAD" else b'{"message": "Not Found"}')  # HEAD: the headers only
+
+
 def test_models_health_and_openapi(server):
     code, _, answer = server.request("GET", "/v1/models")
     assert code == 200 and {m["name"] for m in answer["models"]} == {"tiny-bert", "minilm"}
     code, _, answer = server.request("GET", "/v1/models/tiny-bert")
     assert code == 200 and answer["labels"] == ["negative", "positive"] and answer["parity"]["passed"]
-    assert server.request("GET", "/healthz")[0] == 200
+    code, _, health = server.request("GET", "/healthz")
+    assert code == 200 and health["status"] == "ok" and set(health["models"]) == {"tiny-bert", "minilm"}
+    assert set(health["models"].values()) <= {"loaded", "loading", "available"}
     code, _, spec = server.request("GET", "/openapi.json")
     assert code == 200 and "/v1/models/{model}/predict" in spec["paths"]
     schemas = spec["components"]["schemas"]
@@ -179,7 +225,8 @@ def test_every_prediction_is_captured_in_dynamodb(server):
     assert all(items), "captures did not arrive"
     for item in items:
         assert item["model"] == "tiny-bert" and item["label"] in {"negative", "positive"}
-        assert item["model_version"].startswith("tiny-bert#") and len(item["text_sha256"]) == 64
+        assert item["model_version"].startswith("tiny-bert#") and re.fullmatch(r"[0-9a-f]{64}", item["text_hmac"])
+        assert "text_sha256" not in item  # keyed by the stack's secret: no unsalted hash of the text
         assert "text" not in item  # the raw text only when FERRY_CAPTURE_TEXT=true
         assert int(item["expires_at"]) > time.time()
 

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,22 +80,56 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
+    def __getattr__(self, name: str) -> Any:
+        """Every method reaches the routes (BaseHTTPRequestHandler looks up ``do_<METHOD>`` and answers 501 in
+        HTML when it is missing): as in API Gateway, a method no route has is a JSON 404, not a 501."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """HTTP-level errors (a malformed request line, headers too long) in API Gateway's shape, not HTML."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self._gateway_error(code, phrase)
+
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _gateway_error(self, status: int, message: str) -> None:
         """Errors API Gateway makes itself have its shape, not the API's (the README says so)."""
         self._send(status, json.dumps({"message": message}).encode(), {"Content-Type": "application/json"})
 
+    def _content_length(self) -> int | None:
+        """The body's length from Content-Length (0 without one), or None when it is not one non-negative
+        decimal integer (``-1``, ``abc``, ``+5``, two different values)."""
+        values = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return 0
+        if len(values) > 1 or not all(value.isascii() and value.isdigit() for value in values):
+            return None
+        return int(values.pop())
+
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._gateway_error(413, "Request Entity Too Large")
+        length = self._content_length()
+        if length is None or length > MAX_BODY:
+            # The body is never read, so the connection cannot carry another request: close it after answering.
+            self.close_connection = True
+            if length is None:
+                self._gateway_error(400, "Bad Request")
+            else:
+                self._gateway_error(413, "Request Entity Too Large")
             return
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
@@ -148,7 +183,3 @@ class _RequestHandler(BaseHTTPRequestHandler):
             headers[key] = ",".join(str(v) for v in values)
         self._send(int(result["statusCode"]), raw, headers)
 
-    do_GET = _handle
-    do_POST = _handle
-    do_PUT = _handle
-    do_DELETE = _handle

@@ -1,13 +1,34 @@
-"""The HTTP API's request models (they validate requests and generate the OpenAPI document) and the one
-place where errors become statuses and the ``{"error": {"code", "message"}}`` body."""
+"""The HTTP API's request models (they validate requests and generate the OpenAPI document), the one place
+where errors become statuses and the ``{"error": {"code", "message"}}`` body, and the OpenAPI document's
+account of what each operation answers.
+
+The request models carry the limits of a :class:`Settings` (``request_models``), so that pydantic refuses a
+request over a limit before any work, and the document states the same limits the API enforces.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from annotated_types import Ge
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictStr,
+    StringConstraints,
+    TypeAdapter,
+    create_model,
+)
 
+from ferry.runtime.constants import MODEL_NAME_RE
 from ferry.runtime.exceptions import (
     FerryRuntimeError,
     IntegrityError,
@@ -17,13 +38,36 @@ from ferry.runtime.exceptions import (
     UnsupportedTaskError,
 )
 from ferry.runtime.service import PayloadTooLargeError
+from ferry.runtime.settings import Settings
 
 Inputs = StrictStr | list[StrictStr]
+
+# A text must hold a character that str.strip() keeps: the class below is exactly the characters for which
+# str.isspace() is true, spelled with \u escapes so that Python, pydantic (Rust regex) and JSON Schema (ECMA-262)
+# read the same set (their own \s differ: ECMA's includes U+FEFF, Rust's excludes U+001C-U+001F).
+NOT_BLANK = (
+    "[^\\t\\n\\u000b\\u000c\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+MAX_JSON_DEPTH = 32  # the API's bodies are 3 levels deep; anything near Python's recursion limit is refused
+
+
+class InvalidBodyError(FerryRuntimeError):
+    """A request body that is JSON in form but that the API will not take: nested too deep, a number Python
+    will not convert, NaN or Infinity."""
+
+
+def _whole(value: Any) -> Any:
+    """2.0 is the integer 2 to JSON Schema (and to most JSON encoders); pydantic's strict int refuses it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer, strictly (no "2", no true), written as 2 or 2.0, at least 1.
+TopK = Annotated[int, Strict(), Ge(1), BeforeValidator(_whole)]
 
 
 class PredictParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    top_k: int | None = Field(default=None, ge=1, strict=True, description="how many labels to return, best first")
+    top_k: TopK | None = Field(default=None, description="how many labels to return, best first")
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
 
 
@@ -52,22 +96,79 @@ class EmbedRequest(BaseModel):
     parameters: EmbedParameters | None = None
 
 
-class Label(BaseModel):
-    label: str
-    score: float
+class RequestModels(NamedTuple):
+    predict: type[PredictRequest]
+    embed: type[EmbedRequest]
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prediction_id: StrictStr
-    label: StrictStr
+def request_models(settings: Settings) -> RequestModels:
+    """PredictRequest and EmbedRequest with `settings`' limits on ``inputs``: 1 to max_inputs texts, each of 1
+    to max_input_chars characters, not all whitespace. Same names as the base models (the OpenAPI components)."""
+    text: Any = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_input_chars,
+                                                 pattern=NOT_BLANK)]
+    texts: Any = Annotated[list[text], Field(min_length=1, max_length=settings.max_inputs)]
+    description = (f"one text, or a list of 1 to {settings.max_inputs} texts; each text 1 to "
+                   f"{settings.max_input_chars} characters, not only whitespace")
+    inputs: Any = (text | texts, Field(description=description))
+    return RequestModels(
+        predict=create_model("PredictRequest", __base__=PredictRequest, __doc__=PredictRequest.__doc__,
+                             inputs=inputs),
+        embed=create_model("EmbedRequest", __base__=EmbedRequest, __doc__=EmbedRequest.__doc__, inputs=inputs),
+    )
 
+
+def _no_constant(name: str) -> Any:
+    raise InvalidBodyError(f"the body is not valid JSON ({name} is not a JSON number)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # built once: json.loads with options builds one a call
+
+
+def parse_json_body(raw: str | bytes) -> Any:
+    """A request body as JSON, refusing with :class:`InvalidBodyError` what the json module would take or raise
+    on unexpectedly: nesting past MAX_JSON_DEPTH (past Python's recursion limit json raises RecursionError),
+    an integer of more digits than ``sys.get_int_max_str_digits()`` (ValueError), NaN and Infinity.
+
+    Malformed JSON raises json.JSONDecodeError, which Powertools reports as a validation error.
+    """
+    text = raw if isinstance(raw, str) else raw.decode("utf-8")
+    try:
+        document = _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise InvalidBodyError(f"the body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError:  # what json raises for an integer over Python's limit on digits
+        raise InvalidBodyError(
+            f"the body holds an integer of more than {sys.get_int_max_str_digits()} digits") from None
+    # Fewer brackets than the limit cannot nest past it: the usual body has 2 or 3, and counting is C-fast.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(document, MAX_JSON_DEPTH):
+        raise InvalidBodyError(f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels; iterative, so no depth can overflow it."""
+    if not isinstance(document, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
 
 _STATUS: Sequence[tuple[type[Exception], int, str]] = (
     (PayloadTooLargeError, 413, "payload_too_large"),
     (ModelNotFoundError, 404, "model_not_found"),
     (UnsupportedTaskError, 400, "wrong_task"),
     (InvalidInputError, 400, "invalid_input"),
+    (InvalidBodyError, 400, "invalid_request"),
     (IntegrityError, 503, "model_unavailable"),
     (ManifestError, 503, "model_unavailable"),
 )
@@ -84,25 +185,97 @@ def status_of(error: FerryRuntimeError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
-def validation_message(errors: Sequence[Any], model: type[BaseModel]) -> str:
-    """One sentence a client can act on, from pydantic's errors (the most specific one first)."""
-    order = {"json_invalid": 0, "extra_forbidden": 1, "missing": 3}
-    for error in sorted(errors, key=lambda e: order.get(e.get("type", ""), 2)):
-        kind = error.get("type", "")
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
-        where = ".".join(location) or "body"
-        if kind == "json_invalid":
-            return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-        if kind == "extra_forbidden":
-            container = _container(model, location[:-1])
-            accepted = ", ".join(container.model_fields) if container else "none"
-            return f"unknown parameter {where!r}; accepted: {accepted}"
-        if kind == "missing":
-            return f"{where} is required"
-        if location and location[0] == "inputs":
-            return "inputs must be a string or a list of strings"
-        return f"{where}: {error.get('msg', 'invalid value')}"
-    return "the request body is invalid"
+@dataclass(frozen=True)
+class ApiError:
+    status: int
+    code: str
+    message: str
+
+
+_TYPE_ERRORS = {"string_type", "list_type"}
+_ORDER = {"json_invalid": 0, "extra_forbidden": 1, "missing": 3, "too_long": 4, "string_too_long": 4}
+_PLAIN = {
+    "missing": "{where} is required",
+    "too_short": "{where} is empty: give a string or a non-empty list of strings",
+    "string_too_short": "{where} is empty",
+    "string_pattern_mismatch": "{where} is empty (whitespace only)",
+}
+
+
+def validation_error(errors: Sequence[Any], model: type[BaseModel]) -> ApiError:
+    """One answer a client can act on, from pydantic's errors (the most specific first): 413 for a request over
+    a limit, 400 for everything else."""
+    for error in sorted(_relevant(list(errors)), key=lambda e: _ORDER.get(e.get("type", ""), 2)):
+        return _explain(error, model)
+    return _invalid("the request body is invalid")
+
+
+def _explain(error: Mapping[str, Any], model: type[BaseModel]) -> ApiError:
+    kind = error.get("type", "")
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    where = _where(location)
+    ctx = error.get("ctx") or {}
+    if kind == "json_invalid":
+        return _invalid(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
+    if kind == "extra_forbidden":
+        container = _container(model, [str(part) for part in location[:-1]])
+        accepted = ", ".join(container.model_fields) if container else "none"
+        return _invalid(f"unknown parameter {where!r}; accepted: {accepted}")
+    if kind == "too_long":
+        return ApiError(413, "payload_too_large", f"{where} has {ctx.get('actual_length')} texts; at most "
+                                                  f"{ctx.get('max_length')} are accepted per request")
+    if kind == "string_too_long":
+        value = error.get("input")
+        return ApiError(413, "payload_too_large", f"{where} has {len(value) if isinstance(value, str) else 'too many'}"
+                                                  f" characters; at most {ctx.get('max_length')} are accepted per text")
+    if kind in _PLAIN:
+        return _invalid(_PLAIN[kind].format(where=where))
+    if kind == "string_unicode":
+        return _invalid(f"{where} {_surrogate_message(error.get('input'))}")
+    if not location:
+        return _invalid("the body must be a JSON object")
+    if location[0] == "inputs":
+        return _invalid(f"{where} must be a string" if len(location) > 2 else
+                        "inputs must be a string or a list of strings")
+    return _invalid(f"{where}: {error.get('msg', 'invalid value')}")
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union an error comes from in its location: ``str``, ``list[...]``..."""
+    return isinstance(part, str) and (part in {"str", "constrained-str"} or part.startswith("list["))
+
+
+def _relevant(errors: list[Any]) -> list[Any]:
+    """Of a union's members, the errors of the one the value has the type of (a list's item errors, not "not a
+    string"); when the value fits no member at all, one of the type errors."""
+    members = [e for e in errors if any(_is_union_tag(part) for part in e.get("loc", ()))]
+    if not members:
+        return errors
+    specific = [e for e in members if e.get("type") not in _TYPE_ERRORS or not _is_union_tag(e["loc"][-1])]
+    others = [e for e in errors if e not in members]
+    return others + (specific or members[:1])
+
+
+def _where(location: Sequence[Any]) -> str:
+    where = ""
+    for part in location:
+        if _is_union_tag(part):
+            continue
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "body"
+
+
+def _surrogate_message(value: Any) -> str:
+    text = value if isinstance(value, str) else ""
+    for index, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            return (f"holds a lone surrogate (\\u{ord(char):04x}) at character {index}: texts must be valid "
+                    "Unicode (a surrogate escape needs its pair)")
+    return "is not valid Unicode"
 
 
 def _container(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:
@@ -114,3 +287,162 @@ def _container(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] |
         current = next((arg for arg in getattr(annotation, "__args__", (annotation,))
                         if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
     return current
+
+
+# -- what the API answers, for the OpenAPI document ---------------------------------------------------------------
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(description="stable, machine-readable: invalid_request, model_not_found, ...")
+    message: str = Field(description="what is wrong and what to do")
+
+
+class Error(BaseModel):
+    """The API's own errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+
+
+class GatewayError(BaseModel):
+    """Errors API Gateway makes itself (no route, a refused authorization, throttling, a body over 10 MB)."""
+
+    message: str
+
+
+ModelStatus = Literal["loaded", "loading", "available"]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str = Field(description="the first 12 hex digits of the sha256 of model.onnx")
+    task: Literal["text-classification", "feature-extraction"]
+    labels: list[str]
+    max_length: int
+    status: ModelStatus
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelDetails(ModelSummary):
+    status: Literal["loaded"]
+    quantization: Any = None
+    parity: Any = None
+    training: Any = None
+    source: Any = None
+    arch: Any = None
+    created_at: Any = None
+    onnxruntime_version: Any = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: dict[str, ModelStatus] = Field(description="every model found, by name, without loading any")
+
+
+@dataclass(frozen=True)
+class OperationDoc:
+    """What one operation answers: its 200 body, the error statuses it can send, whether it is behind auth."""
+
+    ok: Any
+    errors: tuple[int, ...]
+    protected: bool = True
+    ok_headers: Mapping[str, Any] | None = None
+    models: tuple[str, ...] = ()  # the values of a {model} path parameter this operation applies to
+
+
+_REF = "#/components/schemas/{model}"
+_ERRORS: Mapping[int, tuple[str, tuple[type[BaseModel], ...]]] = {
+    400: ("invalid request: not JSON, a wrong type or value, an unknown parameter (the message names it)",
+          (Error,)),
+    401: ("no Authorization header (API Gateway's own answer)", (GatewayError,)),
+    403: ("the API key was refused (API Gateway's own answer)", (GatewayError,)),
+    404: ("no model of that name (from API Gateway: no such route)", (Error, GatewayError)),
+    413: ("over a limit: texts per request, characters per text, bytes per body (the message names it)",
+          (Error, GatewayError)),
+    415: ("the Content-Type is not application/json", (Error,)),
+    429: ("this API key's daily quota is used (Retry-After says when to try again), or API Gateway throttled "
+          "the request", (Error, GatewayError)),
+    500: ("the service failed; the request id is in the logs", (Error, GatewayError)),
+    503: ("the model, or every model, cannot be loaded", (Error,)),
+}
+RETRY_AFTER = {"description": "seconds until the quota allows requests again", "required": False,
+               "schema": {"type": "integer", "minimum": 0}}
+
+
+def complete_openapi(document: dict[str, Any], operations: Mapping[tuple[str, str], OperationDoc],
+                     settings: Settings) -> dict[str, Any]:
+    """Powertools' document, made to say what the API does: no 422 (the API answers 400), every error status an
+    operation can send with its schema, the schema of each 200 answer, and the limits."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for (path, method), doc in operations.items():
+        operation = document.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        operation["responses"] = _responses(method, doc, components)
+        for parameter in operation.get("parameters", []):
+            if parameter.get("name") == "model" and parameter.get("in") == "path":
+                _describe_model_parameter(parameter, doc.models)
+        if "requestBody" in operation:
+            operation["requestBody"]["description"] = (
+                f"JSON, at most {settings.max_body_bytes} bytes (UTF-8; a base64 body counts decoded)")
+    powertools = ("HTTPValidationError", "ValidationError", "ResponseValidationError")  # its 422 bodies
+    used = json.dumps([document.get("paths"), {k: v for k, v in components.items() if k not in powertools}])
+    for name in powertools:
+        if f'"{_REF.format(model=name)}"' not in used:
+            components.pop(name, None)
+    document.setdefault("info", {})["description"] = (
+        f"Limits: {settings.max_inputs} texts a request, {settings.max_input_chars} characters a text, "
+        f"{settings.max_body_bytes} bytes a body (413 over any of them). Errors are "
+        '{"error": {"code", "message"}}; those API Gateway makes itself are {"message"}.')
+    return document
+
+
+def _describe_model_parameter(parameter: dict[str, Any], models: tuple[str, ...]) -> None:
+    """The {model} segment: one of the models this deployment serves for the operation (any other name is a 404,
+    a model of the other task a 400), or, when there is none, what a model name looks like."""
+    if models:
+        parameter["description"] = "one of the models served here that this operation applies to"
+        parameter["schema"] = {"type": "string", "enum": list(models)}
+    else:
+        parameter["description"] = "a model's name (no model is served here now)"
+        parameter["schema"] = {"type": "string", "pattern": MODEL_NAME_RE.pattern}
+
+
+def _responses(method: str, doc: OperationDoc, components: dict[str, Any]) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "success", "content": {"application/json": {
+        "schema": _schema(doc.ok, components)}}}
+    if doc.ok_headers:
+        ok["headers"] = dict(doc.ok_headers)
+    responses = {"200": ok}
+    for status in sorted({*doc.errors, *((401, 403) if doc.protected else ()), 429, 500}):
+        description, shapes = _ERRORS[status]
+        if method == "get" and status == 429:  # API Gateway's throttling; the quota counts predictions only
+            shapes = (GatewayError,)
+        schemas = [_schema(shape, components) for shape in shapes]
+        response: dict[str, Any] = {"description": description, "content": {"application/json": {
+            "schema": schemas[0] if len(schemas) == 1 else {"anyOf": schemas}}}}
+        if status == 429 and method == "post":
+            response["headers"] = {"Retry-After": RETRY_AFTER}
+        responses[str(status)] = response
+    return responses
+
+
+def _schema(kind: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a model or type, its definitions moved into the document's components."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        schema = kind.model_json_schema(ref_template=_REF, mode="serialization")
+        definitions = schema.pop("$defs", {})
+        components.update(definitions)
+        components[kind.__name__] = schema
+        return {"$ref": _REF.format(model=kind.__name__)}
+    schema = TypeAdapter(kind).json_schema(ref_template=_REF, mode="serialization")
+    components.update(schema.pop("$defs", {}))
+    return schema

@@ -7,8 +7,10 @@ testable without an event.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -16,13 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
 from ferry.runtime.exceptions import FerryRuntimeError, InvalidInputError, UnsupportedTaskError
 from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
 from ferry.runtime.predictor import Predictor, l2_normalize
 from ferry.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \ud800-style escapes leave when one comes unpaired
 
 
 class PayloadTooLargeError(FerryRuntimeError):
@@ -96,6 +99,17 @@ class ModelStore:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def names(self) -> list[str]:
+        """Every model in the search path, by name: folders listed, nothing read."""
+        return sorted(discover_models(self.settings.models_path))
+
+    def status(self, name: str) -> str:
+        """"loaded", "loading" (a load is under way, in the background or for a request) or "available"."""
+        if name in self._loaded:
+            return "loaded"
+        lock = self._locks.get(name)
+        return "loading" if lock is not None and lock.locked() else "available"
+
     def available(self) -> dict[str, Manifest]:
         """Every model in the search path with its manifest (read, not loaded)."""
         return {name: Manifest.load(path) for name, path in discover_models(self.settings.models_path).items()}
@@ -105,6 +119,7 @@ class PredictionService:
     def __init__(self, settings: Settings, store: ModelStore | None = None):
         self.settings = settings
         self.store = store or ModelStore(settings)
+        self._secret = settings.stack_secret.encode("utf-8") if settings.stack_secret else None
 
     def check_inputs(self, inputs: str | Sequence[str]) -> list[str]:
         """The texts of a request, or a precise error: empty, not strings, too many, too long."""
@@ -120,6 +135,12 @@ class PredictionService:
                 raise InvalidInputError(f"inputs[{index}] is {type(text).__name__}, not a string")
             if not text.strip():
                 raise InvalidInputError(f"inputs[{index}] is empty")
+            surrogate = None if text.isascii() else _SURROGATE.search(text)
+            if surrogate is not None:
+                raise InvalidInputError(
+                    f"inputs[{index}] holds a lone surrogate (\\u{ord(surrogate.group()):04x}) at character "
+                    f"{surrogate.start()}: texts must be valid Unicode"
+                )
             if len(text) > self.settings.max_input_chars:
                 raise PayloadTooLargeError(
                     f"inputs[{index}] has {len(text)} characters; at most {self.settings.max_input_chars} "
@@ -138,18 +159,25 @@ class PredictionService:
 
     def classify(
         self, model: str, inputs: str | Sequence[str], *, top_k: int | None = None,
-        function_to_apply: str | None = None,
+        function_to_apply: str | None = None, key_id: str | None = None,
     ) -> Answer:
+        """Labels with scores, best first; with output_mode "top" only the best label, its score rounded to
+        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score)."""
         texts, predictor = self._prepare(model, inputs, TEXT_CLASSIFICATION)
+        top_only = self.settings.output_mode == "top"
         started = time.perf_counter()
         batch = predictor.encode(texts)
-        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=function_to_apply, top_k=top_k)
+        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=function_to_apply,
+                                  top_k=1 if top_only else top_k)
         latency_ms = (time.perf_counter() - started) * 1000
         best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
-        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, ranked, latency_ms)
+        payload = ([[{"label": label, "score": round(score, TOP_SCORE_DECIMALS)}] for label, score in best]
+                   if top_only else ranked)
+        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, payload, latency_ms,
+                            key_id)
 
     def embed(self, model: str, inputs: str | Sequence[str], *, normalize: bool | None = None,
-              truncate: bool = True) -> Answer:
+              truncate: bool = True, key_id: str | None = None) -> Answer:
         texts, predictor = self._prepare(model, inputs, FEATURE_EXTRACTION)
         started = time.perf_counter()
         batch = predictor.encode(texts)
@@ -165,10 +193,12 @@ class PredictionService:
         latency_ms = (time.perf_counter() - started) * 1000
         payload = vectors.astype(float).tolist()
         none: list[tuple[str | None, float | None]] = [(None, None)] * len(texts)
-        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, none, payload, latency_ms)
+        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, none, payload, latency_ms,
+                            key_id)
 
     def _answer(self, predictor: Predictor, texts: list[str], lengths: list[int], truncated: list[bool],
-                best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float) -> Answer:
+                best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float,
+                key_id: str | None = None) -> Answer:
         now = datetime.now(UTC)
         # 128 random bits as 32 hex digits: uuid4().hex without the version bits, at a fifth of the cost
         ids = [os.urandom(16).hex() for _ in texts]
@@ -176,7 +206,7 @@ class PredictionService:
             capture_record(
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
                 label=label, score=score, latency_ms=latency_ms, batch_size=len(texts), token_length=length,
-                truncated=cut, text=text, keep_text=self.settings.capture_text,
+                truncated=cut, text=text, keep_text=self.settings.capture_text, secret=self._secret, key_id=key_id,
             )
             for prediction_id, text, length, cut, (label, score) in zip(ids, texts, lengths, truncated, best,
                                                                          strict=True)
@@ -188,8 +218,14 @@ class PredictionService:
 def capture_record(
     *, prediction_id: str, model: str, version: str, time: datetime, label: str | None, score: float | None,
     latency_ms: float, batch_size: int, token_length: int, truncated: bool, text: str, keep_text: bool,
+    secret: bytes | None = None, key_id: str | None = None,
 ) -> dict[str, Any]:
-    """One prediction as the capture function stores it: never the text itself unless configured."""
+    """One prediction as the capture function stores it: never the text itself unless configured.
+
+    ``text_hmac`` is HMAC-SHA256 of the text under the stack's secret: it tells equal texts apart from different
+    ones without letting anyone who reads the captures confirm a guessed text (an unsalted hash of a short text
+    would). No secret, no field: never an unkeyed hash. ``key_id`` names the API key that asked, if any.
+    """
     record: dict[str, Any] = {
         "prediction_id": prediction_id,
         "model": model,
@@ -200,8 +236,11 @@ def capture_record(
         "batch_size": batch_size,
         "token_length": token_length,
         "truncated": truncated,
-        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
     }
+    if secret is not None:
+        record["text_hmac"] = hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    if key_id is not None:
+        record["key_id"] = key_id
     if label is not None:
         record["label"] = label
         record["score"] = round(float(score or 0.0), 6)
