@@ -1,21 +1,32 @@
-"""Batch function: S3 ObjectCreated under input/<model>/ -> predictions JSONL under output/<model>/."""
+"""Batch function: S3 ObjectCreated under input/<model>/ -> predictions JSONL under output/<model>/.
+
+An object that is no batch input or names no model is refused: logged, counted in ``BatchFailures``, and
+answered, since no retry can help. A file that cannot be finished (an S3 error, too little time left, records
+unaccounted for) is logged and counted the same way and then raised, after the event's other files are done:
+Lambda retries the event (the files already done are skipped) and then sends it to the dead-letter queue.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ferry.runtime.batch import BatchInputError, objects_of, run_batch
+from ferry.runtime import emf
+from ferry.runtime.batch import BatchIncompleteError, BatchInputError, Deadline, objects_of, run_batch
+from ferry.runtime.capture import capture_lines
 from ferry.runtime.exceptions import FerryRuntimeError
-from ferry.runtime.service import PredictionService
+from ferry.runtime.service import Answer, PredictionService
 from ferry.runtime.settings import Settings
 
 SERVICE = "ferry-batch"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or emf.NAMESPACE
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace="Ferry", service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 service = PredictionService(Settings.from_env())
 _s3: Any = None
 
@@ -27,28 +38,59 @@ def s3() -> Any:
     return _s3
 
 
+class _Captures:
+    """Prints each model call's capture lines as the predict function does: the log group's subscription
+    filter delivers them to the capture function. Without the request metrics (latency, batch size): those
+    describe API requests, and a batch file's model calls would skew them."""
+
+    def __init__(self, request_id: str | None):
+        self.request_id = request_id
+
+    def __call__(self, answer: Answer) -> None:
+        sys.stdout.write(capture_lines(answer.captures, service=SERVICE, request_id=self.request_id,
+                                       latency_ms=None, namespace=NAMESPACE))
+        sys.stdout.flush()
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    results = []
     try:
         objects = list(objects_of(event))
     except BatchInputError as error:
         logger.error("not a batch input", extra={"reason": str(error)})
         metrics.add_metric(name="BatchFailures", unit=MetricUnit.Count, value=1)
         return {"results": [], "rejected": str(error)}
+    deadline = Deadline.of(getattr(context, "get_remaining_time_in_millis", None))
+    captures = _Captures(getattr(context, "aws_request_id", None))
+    results: list[dict[str, Any]] = []
+    failed: list[Exception] = []
     for obj in objects:
         try:
-            result = run_batch(s3(), obj, service)
-        except FerryRuntimeError as error:  # an unknown model: say so, retrying cannot help
-            logger.error("batch failed", extra={"key": obj.key, "reason": str(error)})
+            result = run_batch(s3(), obj, service, deadline=deadline, capture=captures)
+        except BatchIncompleteError as error:
+            _failed(obj.key, error, failed)
+            continue
+        except FerryRuntimeError as error:  # an unknown model, a CSV without a text column: retrying cannot help
+            logger.error("batch refused", extra={"key": obj.key, "reason": str(error)})
             metrics.add_metric(name="BatchFailures", unit=MetricUnit.Count, value=1)
             results.append({"key": obj.key, "error": str(error)})
             continue
+        except Exception as error:  # S3, the network: a retry may succeed
+            _failed(obj.key, error, failed)
+            continue
         metrics.add_metric(name="BatchPredictions", unit=MetricUnit.Count, value=result.predicted)
         metrics.add_metric(name="BatchLineErrors", unit=MetricUnit.Count, value=result.errors)
-        logger.info("batch done", extra={"key": obj.key, "predicted": result.predicted, "errors": result.errors,
-                                         "skipped": result.skipped})
-        results.append({"key": obj.key, "predicted": result.predicted, "errors": result.errors,
-                        "skipped": result.skipped, "output": obj.output_key})
+        logger.info("batch done", extra={"key": obj.key, "records": result.records, "predicted": result.predicted,
+                                         "errors": result.errors, "skipped": result.skipped})
+        results.append({"key": obj.key, "records": result.records, "predicted": result.predicted,
+                        "errors": result.errors, "skipped": result.skipped, "output": obj.output_key})
+    if failed:
+        raise failed[0]
     return {"results": results}
+
+
+def _failed(key: str, error: Exception, failed: list[Exception]) -> None:
+    logger.exception("batch failed; it is raised for Lambda to retry", extra={"key": key, "reason": str(error)})
+    metrics.add_metric(name="BatchFailures", unit=MetricUnit.Count, value=1)
+    failed.append(error)

@@ -293,7 +293,8 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch = commands.add_parser("batch", help="run a JSONL/CSV file through the S3 batch function, locally")
     batch.add_argument("file", type=Path, help="JSONL ({\"text\": ...} a line) or CSV with a text column")
     batch.add_argument("--model", required=True, help="the model to run")
-    batch.add_argument("--out", type=Path, help="where to write the predictions (default FILE.predictions.jsonl)")
+    batch.add_argument("--out", type=Path, help="where to write the predictions (default FILE.predictions.jsonl); "
+                       "refused records, with their line and why, go beside it to FILE.errors.jsonl")
     batch.add_argument("--layers-dir", type=Path, default=DEFAULT_LAYERS_DIR)
     batch.add_argument("--template", type=Path, default=Path("template.yaml"))
     batch.set_defaults(run=_run_batch)
@@ -302,7 +303,10 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run_batch(args: argparse.Namespace) -> int:
     import contextlib
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from ferry.local.template import TemplateError
+    from ferry.runtime import FerryRuntimeError
 
     if not args.file.is_file():
         return _fail(f"{args.file}: no such file", EXIT_USAGE)
@@ -315,7 +319,10 @@ def _run_batch(args: argparse.Namespace) -> int:
         except (TemplateError, FileNotFoundError) as exc:
             return _fail(str(exc), EXIT_USAGE)
         try:
-            answer = stack.drop_file("BatchBucket", f"input/{args.model}/{args.file.name}", args.file)
+            try:
+                answer = stack.drop_file("BatchBucket", f"input/{args.model}/{args.file.name}", args.file)
+            except (FerryRuntimeError, BotoCoreError, ClientError) as exc:  # the function raised: not finished
+                return _fail(f"{args.file}: the batch was not finished: {exc}")
             outcome = (answer.get("results") or [{"error": answer.get("rejected", "no result")}])[0]
             if "error" in outcome:
                 return _fail(outcome["error"])
@@ -326,10 +333,12 @@ def _run_batch(args: argparse.Namespace) -> int:
             errors = out.with_name(out.stem.removesuffix(".predictions") + ".errors.jsonl")
             if outcome["errors"]:
                 s3.download_file(bucket, outcome["output"].replace(".predictions.", ".errors."), str(errors))
+            else:
+                errors.unlink(missing_ok=True)  # an earlier run's, which would be taken for this one's
         finally:
             stack.stop()
-    print(f"{outcome['predicted']} predictions -> {out}" +
-          (f"; {outcome['errors']} bad lines -> {errors}" if outcome["errors"] else ""))
+    print(f"{outcome['records']} records: {outcome['predicted']} predictions -> {out}" +
+          (f"; {outcome['errors']} refused -> {errors}" if outcome["errors"] else ""))
     return 0
 
 
@@ -598,6 +607,95 @@ def _invoke_named(stack: Any, function: str, event: Any) -> Any:
     return stack.invoke(name, event)
 
 
+# --- ferry captures -------------------------------------------------------------------------------------------
+
+
+def _add_captures(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ferry.runtime.constants import DEFAULT_CAPTURE_TTL_DAYS
+
+    captures = commands.add_parser("captures", help="captured predictions: replay the capture dead-letter queue")
+    actions = captures.add_subparsers(dest="action", required=True, metavar="ACTION")
+    replay = actions.add_parser(
+        "replay", help="write the captures of the deliveries that failed, then delete their messages",
+        description="Read the capture function's dead-letter queue (the subscription events Lambda gave up on), "
+        "write their captures as the capture function does (once each: the same conditional put) and delete each "
+        "message once its captures are in the table. Messages that are not subscription events are reported and "
+        "left in the queue; exit status 1 when any message is left.")
+    replay.add_argument("--queue", required=True,
+                        help="the stack's CaptureDeadLetterQueueUrl output, or the queue's name")
+    replay.add_argument("--table", required=True, help="the stack's CaptureTableName output")
+    replay.add_argument("--usage-table", help="the stack's UsageTableName output: captures written count toward their "
+                        "keys' daily usage, as the capture function counts them (default: not counted)")
+    replay.add_argument("--ttl-days", type=_capture_days, default=DEFAULT_CAPTURE_TTL_DAYS,
+                        help="the stack's CaptureRetentionDays (default %(default)s)")
+    replay.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    replay.add_argument("--endpoint-url", help="another AWS endpoint (e.g. the local stack's embedded AWS)")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="write and delete nothing; count the captures missing from the table")
+    replay.set_defaults(run=_run_captures_replay)
+
+
+def _capture_days(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (1 or more)")
+    return int(text)
+
+
+def _run_captures_replay(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ferry.runtime.replay import replay_dead_letters
+
+    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    try:
+        sqs = boto3.client("sqs", region_name=args.region, endpoint_url=args.endpoint_url, config=config)
+        queue_url = args.queue if "://" in args.queue else sqs.get_queue_url(QueueName=args.queue)["QueueUrl"]
+        dynamodb = _dynamodb(args)
+        result = replay_dead_letters(sqs, queue_url, dynamodb.Table(args.table), args.ttl_days,
+                                     dynamodb.Table(args.usage_table) if args.usage_table else None,
+                                     dry_run=args.dry_run)
+    except (BotoCoreError, ClientError) as exc:
+        return _replay_failure(exc, args)
+    for message_id, why in result.bad + result.failed:
+        sys.stderr.write(f"ferry: warning: message {message_id} left in the queue: {why}\n")
+    for (key_id, day), count in result.usage_lost.items():
+        sys.stderr.write(f"ferry: warning: {count} predictions of key {key_id} on {day} not added to its usage\n")
+    print(format_replay(result, args.queue, args.table, args.dry_run))
+    return EXIT_FAILED if result.left else 0
+
+
+def _replay_failure(exc: Exception, args: argparse.Namespace) -> int:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
+            "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        return _fail(f"no queue {args.queue} in this region/endpoint "
+                     "(use the stack's CaptureDeadLetterQueueUrl output)")
+    on_table = isinstance(exc, ClientError) and exc.operation_name in ("GetItem", "PutItem", "UpdateItem")
+    return _aws_failure(exc, args.table if on_table else args.queue, "replay the captures")
+
+
+def format_replay(result: Any, queue: str, table: str, dry_run: bool) -> str:
+    """`ferry captures replay`'s summary: messages replayed, captures written, already there and invalid."""
+    def plural(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    if dry_run:
+        line = (f"dry run: {plural(result.messages, 'message')} of {queue} to replay: "
+                f"{result.written} captures missing from {table}, {result.duplicates} already there, "
+                f"{result.invalid} invalid; nothing written or deleted")
+    else:
+        line = (f"replayed {plural(result.messages, 'message')} of {queue}: {result.written} captures written to "
+                f"{table}, {result.duplicates} already there, {result.invalid} invalid")
+        if result.usage:
+            line += f"; {sum(result.usage.values())} counted toward their keys' usage"
+    if result.left:
+        line += f"; {plural(result.left, 'message')} left in the queue"
+    return line
+
+
 # --- entry point ---------------------------------------------------------------------------------------------
 
 
@@ -611,6 +709,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_local(commands)
     _add_batch(commands)
     _add_keys(commands)
+    _add_captures(commands)
     return parser
 
 

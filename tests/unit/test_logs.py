@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 
 import pytest
 
@@ -133,11 +134,18 @@ def test_the_router_files_each_threads_lines_under_its_function_and_still_echoes
     assert "outside any function" in capsys.readouterr().out
 
 
+def lines_of(event: dict) -> list[tuple[int, str]]:
+    """The (timestamp, message) pairs of a subscription event, as the capture function decodes them."""
+    payload = decode_subscription_event(event)
+    return [(log_event["timestamp"], log_event["message"]) for log_event in payload["logEvents"]]
+
+
 def test_delivery_applies_subscriptions_and_publishes_emf_off_the_caller():
     delivered: list[tuple[str, list[tuple[int, str]]]] = []
     published: list[dict] = []
     subscription = Subscription("/aws/lambda/predict", FilterPattern.parse('{ $.capture.prediction_id = "*" }'),
-                                lambda group, events: delivered.append((group, events)))
+                                lambda event: delivered.append((decode_subscription_event(event)["logGroup"],
+                                                                lines_of(event))))
     delivery = LogDelivery([subscription], lambda **call: published.append(call)).start()
     line = capture_line(RECORD, service="ferry-predict", request_id="r")
     delivery.put(("/aws/lambda/predict", 1, line))
@@ -149,11 +157,102 @@ def test_delivery_applies_subscriptions_and_publishes_emf_off_the_caller():
     assert len(published[0]["MetricData"]) == 2 and delivery.metrics_published == 2  # EMF from every group
 
 
-def test_a_failing_destination_does_not_stop_delivery():
-    def broken(group, events):
-        raise RuntimeError("destination down")
+SUBSCRIBED = ("/g", FilterPattern.parse('{ $.a = "*" }'))
 
-    delivery = LogDelivery([Subscription("/g", FilterPattern.parse('{ $.a = "*" }'), broken)], None).start()
+
+def wait_until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_failed_delivery_is_retried_twice_then_dead_lettered_with_its_event():
+    calls: list[dict] = []
+    dead: list[tuple[dict, Exception]] = []
+
+    def broken(event):
+        calls.append(event)
+        raise RuntimeError("captures not written")
+
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, broken, lambda event, error: dead.append((event, error)))],
+                           None, retry_delays=(0.01, 0.01)).start()
+    delivery.put(("/g", 1, '{"a": "x"}'))
+    delivery.put(("/g", 2, '{"a": "y"}'))
+    delivery.stop()
+    assert len(calls) == 3 and all(event == calls[0] for event in calls)  # the same event each time, as Lambda
+    assert [(event, str(error)) for event, error in dead] == [(calls[0], "captures not written")]
+    assert lines_of(dead[0][0]) == [(1, '{"a": "x"}'), (2, '{"a": "y"}')]
+    assert (delivery.delivered, delivery.dead_lettered, delivery.lost) == (0, 2, 0)
+
+
+def test_a_destination_that_fails_once_gets_its_event_on_the_retry():
+    calls: list[dict] = []
+
+    def flaky(event):
+        calls.append(event)
+        if len(calls) == 1:
+            raise RuntimeError("throttled")
+
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, flaky, lambda *_: pytest.fail("dead-lettered"))], None,
+                           retry_delays=(0.01, 0.01)).start()
     delivery.put(("/g", 1, '{"a": "x"}'))
     delivery.stop()
-    assert delivery.delivered == 0 and delivery.lines.empty()
+    assert len(calls) == 2 and (delivery.delivered, delivery.dead_lettered, delivery.lost) == (1, 0, 0)
+
+
+def test_delivery_goes_on_after_a_destination_and_its_dead_letter_queue_both_fail():
+    """Lines after a failure must still arrive: this fails if the delivery thread dies on the first one."""
+    seen: list[list[tuple[int, str]]] = []
+
+    def destination(event):
+        lines = lines_of(event)
+        if lines[0][1] == '{"a": "poison"}':
+            raise RuntimeError("destination down")
+        seen.append(lines)
+
+    def dead_letter(event, error):
+        raise ConnectionError("the queue is down too")
+
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, destination, dead_letter)], None,
+                           retry_delays=(0.01, 0.01)).start()
+    delivery.put(("/g", 1, '{"a": "poison"}'))
+    wait_until(lambda: delivery.lost == 1)  # its own burst, failed for good
+    delivery.put(("/g", 2, '{"a": "later"}'))
+    wait_until(lambda: delivery.delivered == 1)
+    assert delivery.alive
+    delivery.stop()
+    assert seen == [[(2, '{"a": "later"}')]] and (delivery.dead_lettered, delivery.lost) == (0, 1)
+
+
+def test_without_a_dead_letter_queue_a_failed_delivery_is_counted_lost():
+    def broken(event):
+        raise RuntimeError("destination down")
+
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, broken)], None, retry_delays=()).start()
+    delivery.put(("/g", 1, '{"a": "x"}'))
+    delivery.stop()
+    assert (delivery.delivered, delivery.dead_lettered, delivery.lost) == (0, 0, 1) and delivery.lines.empty()
+
+
+@pytest.mark.parametrize("line", [
+    '{"_aws": {"CloudWatchMetrics": ["not a directive"]}}',
+    '{"_aws": {"CloudWatchMetrics": [{"Namespace": "F", "Metrics": ["not a metric"]}]}}',
+    '{"_aws": {"CloudWatchMetrics": [{"Namespace": "F", "Dimensions": "model", "Metrics": [{"Name": "M"}]}]}, "M": 1}',
+    '{"_aws": {"Timestamp": "x", "CloudWatchMetrics": [{"Namespace": "F", "Metrics": [{"Name": "M"}]}]}, "M": 1}',
+    '{"_aws": {"Timestamp": 1e300, "CloudWatchMetrics": [{"Namespace": "F", "Metrics": [{"Name": "M"}]}]}, "M": 1}',
+])
+def test_a_malformed_emf_line_does_not_stop_delivery(line):
+    """A function may print anything: a broken EMF document costs its own metrics, not the lines after it."""
+    seen: list[list[tuple[int, str]]] = []
+    published: list[dict] = []
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, lambda event: seen.append(lines_of(event)))],
+                           lambda **call: published.append(call)).start()
+    delivery.put(("/other", 1, line))
+    wait_until(delivery.lines.empty)
+    time.sleep(0.2)  # the burst of the malformed line is handled
+    delivery.put(("/g", 2, '{"a": "later"}'))
+    wait_until(lambda: delivery.delivered == 1)
+    assert delivery.alive
+    delivery.stop()
+    assert seen == [[(2, '{"a": "later"}')]]

@@ -95,4 +95,6 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         logs = self.router.group(self.log_group) if self.router is not None else nullcontext()
         with self._lock, environment(self.variables), logs:
-            return self.handler(event, LambdaContext(function_name=self.name))
+            context = LambdaContext(function_name=self.name, memory_limit_in_mb=self.function.memory_mb,
+                                    timeout_s=self.function.timeout_s)
+            return self.handler(event, context)

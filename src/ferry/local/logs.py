@@ -5,7 +5,9 @@ events its pattern matches to another function, and lines in the embedded metric
 CloudWatch metrics. The local stack does the same: :class:`LogRouter` stands in for ``sys.stdout`` and
 files every line a function writes under that function's log group (still echoing it, as ``sam local``
 does); :class:`LogDelivery` then applies the template's subscription filters and turns EMF lines into
-``PutMetricData`` calls on the embedded CloudWatch.
+``PutMetricData`` calls on the embedded CloudWatch. A destination is invoked as Lambda invokes asynchronously:
+an invocation that raises is retried twice, and then the event goes to the function's dead-letter queue (or,
+without one, is dropped and counted as lost).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from ferry.runtime.capture import json_object
+from ferry.runtime.capture import encode_subscription_event, json_object
 
 log = logging.getLogger("ferry.local")
 
@@ -147,20 +149,35 @@ def _emf_metric_data(document: dict[str, Any] | None) -> list[tuple[str, dict[st
     metadata = document.get("_aws") if document else None
     if document is None or not isinstance(metadata, dict) or not isinstance(metadata.get("CloudWatchMetrics"), list):
         return []
-    timestamp = datetime.fromtimestamp(int(metadata.get("Timestamp") or time.time() * 1000) / 1000, tz=UTC)
+    timestamp = _timestamp(metadata.get("Timestamp"))
     data: list[tuple[str, dict[str, Any]]] = []
     for directive in metadata["CloudWatchMetrics"]:
-        namespace = directive.get("Namespace")
-        if not namespace:
+        namespace = directive.get("Namespace") if isinstance(directive, dict) else None
+        if not namespace or not isinstance(namespace, str):
             continue
         # CloudWatch drops a dimension set whose values are missing or not strings
         dimension_sets = [[{"Name": name, "Value": document[name]} for name in names]
-                          for names in directive.get("Dimensions") or [[]]
-                          if all(isinstance(document.get(name), str) for name in names)]
-        for metric in directive.get("Metrics") or []:
-            datum = _datum(metric, document.get(metric.get("Name")), timestamp)
+                          for names in _list(directive.get("Dimensions")) or [[]]
+                          if isinstance(names, list) and all(isinstance(document.get(name), str) for name in names)]
+        for metric in _list(directive.get("Metrics")):
+            name = metric.get("Name") if isinstance(metric, dict) else None
+            datum = _datum(metric, document.get(name), timestamp) if isinstance(name, str) else None
             data.extend((namespace, {**datum, "Dimensions": dimensions}) for dimensions in dimension_sets if datum)
     return data
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _timestamp(value: Any) -> datetime:
+    """An EMF timestamp (epoch ms); now when it is missing or not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return datetime.now(tz=UTC)
 
 
 def _datum(metric: dict[str, Any], value: Any, timestamp: datetime) -> dict[str, Any] | None:
@@ -179,23 +196,40 @@ def _datum(metric: dict[str, Any], value: Any, timestamp: datetime) -> dict[str,
 
 # -- delivery ---------------------------------------------------------------------------------------------------
 
+Event = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Subscription:
-    """A subscription filter: lines of `group` that match `pattern` go to `destination`."""
+    """A subscription filter: lines of `group` that match `pattern` go to `destination` as one subscription event
+    (:func:`ferry.runtime.capture.encode_subscription_event`); an event the destination still fails after the
+    retries goes to `dead_letter` with the last error, as Lambda sends it to the function's dead-letter queue."""
 
     group: str
     pattern: FilterPattern
-    destination: Callable[[str, list[tuple[int, str]]], None]  # (group, [(epoch ms, message)])
+    destination: Callable[[Event], Any]
+    dead_letter: Callable[[Event, Exception], None] | None = None
+
+
+ASYNC_RETRY_DELAYS = (0.2, 0.5)  # Lambda retries an async invocation twice (after about 1 and 2 minutes)
 
 
 class LogDelivery:
-    """Takes the routed lines off the request path: subscriptions get them in bursts, EMF goes to CloudWatch."""
+    """Takes the routed lines off the request path: subscriptions get them in bursts, EMF goes to CloudWatch.
 
-    def __init__(self, subscriptions: list[Subscription], put_metric_data: Callable[..., Any] | None):
+    Nothing a destination, a dead-letter queue or CloudWatch does stops the delivery thread: lines are counted as
+    `delivered` (the destination took them), `dead_lettered` (in the dead-letter queue after the retries) or
+    `lost` (no dead-letter queue, or it failed too), and later lines are still delivered."""
+
+    def __init__(self, subscriptions: list[Subscription], put_metric_data: Callable[..., Any] | None,
+                 retry_delays: Sequence[float] = ASYNC_RETRY_DELAYS):
         self.subscriptions = subscriptions
         self.put_metric_data = put_metric_data
+        self.retry_delays = tuple(retry_delays)
         self.lines: queue.Queue[LogLine] = queue.Queue()
         self.delivered = 0
+        self.dead_lettered = 0
+        self.lost = 0
         self.metrics_published = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-delivery", daemon=True)
@@ -207,6 +241,10 @@ class LogDelivery:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def put(self, line: LogLine) -> None:
         self.lines.put(line)
@@ -220,22 +258,56 @@ class LogDelivery:
             time.sleep(0.05)  # let the rest of the request's lines arrive: one delivery per burst
             while not self.lines.empty() and len(burst) < 1000:
                 burst.append(self.lines.get_nowait())
-            self._deliver(burst)
+            try:
+                self._deliver(burst)
+            except Exception:  # a bug here must not end delivery: later lines would silently go nowhere
+                log.exception("log delivery failed on a burst of %d lines", len(burst))
 
     def _deliver(self, burst: list[LogLine]) -> None:
         documents = [json_object(message) for _, _, message in burst]  # each line parsed once
         for subscription in self.subscriptions:
             matched = [(stamp, message) for (group, stamp, message), document in zip(burst, documents, strict=True)
                        if group == subscription.group and subscription.pattern.holds(document)]
-            if not matched:
-                continue
+            if matched:
+                self._invoke(subscription, encode_subscription_event(subscription.group, "local", matched),
+                             len(matched))
+        if self.put_metric_data is not None:
+            self._publish(documents, self.put_metric_data)
+
+    def _invoke(self, subscription: Subscription, event: Event, lines: int) -> None:
+        """Invoke the destination as Lambda does an async invocation: retried, then dead-lettered."""
+        for attempt, delay in enumerate((*self.retry_delays, None)):
             try:
-                subscription.destination(subscription.group, matched)
-                self.delivered += len(matched)
-            except Exception:  # a delivery must never take the stack down; CloudWatch would retry
-                log.exception("log subscription delivery to %s failed", subscription.group)
-        if self.put_metric_data is None:
+                subscription.destination(event)
+            except Exception as exc:
+                log.warning("log subscription delivery of %s failed (attempt %d): %s", subscription.group,
+                            attempt + 1, exc)
+                error = exc
+                if delay is not None:
+                    self._stop.wait(delay)  # shorter when stopping: the retries still run
+                continue
+            self.delivered += lines
             return
+        self._dead_letter(subscription, event, error, lines)
+
+    def _dead_letter(self, subscription: Subscription, event: Event, error: Exception, lines: int) -> None:
+        if subscription.dead_letter is None:
+            log.error("log subscription delivery of %s failed; %d lines lost (no dead-letter queue)",
+                      subscription.group, lines)
+            self.lost += lines
+            return
+        try:
+            subscription.dead_letter(event, error)
+        except Exception:
+            log.exception("sending a failed delivery of %s to its dead-letter queue failed; %d lines lost",
+                          subscription.group, lines)
+            self.lost += lines
+            return
+        log.error("log subscription delivery of %s failed after %d attempts; its %d lines are in the dead-letter "
+                  "queue", subscription.group, len(self.retry_delays) + 1, lines)
+        self.dead_lettered += lines
+
+    def _publish(self, documents: list[dict[str, Any] | None], put_metric_data: Callable[..., Any]) -> None:
         by_namespace: dict[str, list[dict[str, Any]]] = {}
         for document in documents:
             for namespace, datum in _emf_metric_data(document):
@@ -243,7 +315,7 @@ class LogDelivery:
         for namespace, data in by_namespace.items():
             for start in range(0, len(data), 500):
                 try:
-                    self.put_metric_data(Namespace=namespace, MetricData=data[start:start + 500])
+                    put_metric_data(Namespace=namespace, MetricData=data[start:start + 500])
                     self.metrics_published += len(data[start:start + 500])
                 except Exception:
                     log.exception("publishing EMF metrics to the embedded CloudWatch failed")

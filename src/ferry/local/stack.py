@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,7 +16,6 @@ from typing import Any
 from ferry.local import template as tpl
 from ferry.local.functions import LocalFunction
 from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription
-from ferry.runtime.capture import encode_subscription_event
 from ferry.runtime.constants import ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
@@ -71,7 +71,8 @@ class LocalStack:
         self.routes = tpl.routes(self.template)
         self.authorizer = tpl.lambda_authorizer(self.template)
         self.functions: dict[str, LocalFunction] = {}
-        self.table_names: dict[str, str] = {}
+        self.table_names: dict[str, str] = {}  # logical id -> name (a queue's URL, a secret's ARN: what !Ref gives)
+        self.queue_urls: dict[str, str] = {}
         self._moto: Any = None
         self.logs: LogDelivery | None = None
         self.router: LogRouter | None = None
@@ -105,6 +106,11 @@ class LocalStack:
     def delivered(self) -> int:
         """Log events delivered to subscription filters' destinations so far."""
         return self.logs.delivered if self.logs else 0
+
+    @property
+    def dead_lettered(self) -> int:
+        """Log events whose delivery failed after the retries and went to the destination's dead-letter queue."""
+        return self.logs.dead_lettered if self.logs else 0
 
     def stop(self) -> None:
         if self.logs is not None:
@@ -147,6 +153,11 @@ class LocalStack:
         for logical_id in tpl.secrets(self.template):  # generated per local stack, as CloudFormation does per stack
             created = secretsmanager.create_secret(Name=logical_id, SecretString=secrets.token_urlsafe(36))
             self.table_names[logical_id] = created["ARN"]
+        sqs = self.client("sqs")
+        for logical_id, resource in self.template["Resources"].items():
+            if resource.get("Type") == "AWS::SQS::Queue":  # named by logical id, as tables are
+                self.queue_urls[logical_id] = sqs.create_queue(QueueName=logical_id)["QueueUrl"]
+                self.table_names[logical_id] = self.queue_urls[logical_id]
 
     def store_api_key(self, key: str, name: str = "local") -> str:
         """Store a key (hashed) in the table the authorizer reads, as `ferry keys create` does in AWS."""
@@ -205,13 +216,27 @@ class LocalStack:
                 if candidate.get("Type") == "AWS::Serverless::Function" and \
                         logging_config.get("LogGroup") == {"Ref": group}:
                     subscriptions.append(Subscription(self.functions[logical_id].log_group, pattern,
-                                                      self._deliverer(destination)))
+                                                      self.functions[destination].invoke,
+                                                      self._dead_letter_queue(destination)))
         return subscriptions
 
-    def _deliverer(self, destination: str) -> Callable[[str, list[tuple[int, str]]], None]:
-        def deliver(group: str, events: list[tuple[int, str]]) -> None:
-            self.functions[destination].invoke(encode_subscription_event(group, "local", events))
-        return deliver
+    def _dead_letter_queue(self, function: str) -> Callable[[dict[str, Any], Exception], None] | None:
+        """What Lambda does with an async event that still fails after its retries: the function's
+        ``DeadLetterQueue`` (an SQS queue of the template) gets the event as the message body, with the error in
+        the ``ErrorMessage`` attribute; None when the function has no dead-letter queue."""
+        config = self.template["Resources"][function].get("Properties", {}).get("DeadLetterQueue") or \
+            self.template.get("Globals", {}).get("Function", {}).get("DeadLetterQueue") or {}
+        target = config.get("TargetArn")
+        queue_id = target.get("Fn::GetAtt", [None])[0] if isinstance(target, dict) else None
+        if config.get("Type") != "SQS" or queue_id not in self.queue_urls:
+            return None
+        sqs, url = self.client("sqs"), self.queue_urls[queue_id]
+
+        def send(event: dict[str, Any], error: Exception) -> None:
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
+                "ErrorMessage": {"DataType": "String", "StringValue": f"{error.__class__.__name__}: {error}"[:1000]},
+                "ErrorCode": {"DataType": "Number", "StringValue": "200"}})
+        return send
 
     # -- invocation -------------------------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class Function:
     code_uri: Path
     handler: str  # module.function
     environment: dict[str, Any]
+    timeout_s: float = 3.0  # Lambda's default when neither the function nor Globals sets one
+    memory_mb: int = 128
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,18 @@ def load_template(path: Path) -> dict[str, Any]:
 
 
 def functions(template: dict[str, Any], root: Path) -> dict[str, Function]:
+    shared = template.get("Globals", {}).get("Function", {})
     found = {}
     for logical_id, resource in template["Resources"].items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         properties = resource.get("Properties", {})
         environment = properties.get("Environment", {}).get("Variables", {})
-        found[logical_id] = Function(logical_id, root / properties["CodeUri"], properties["Handler"], environment)
+        found[logical_id] = Function(
+            logical_id, root / properties["CodeUri"], properties["Handler"], environment,
+            timeout_s=float(properties.get("Timeout", shared.get("Timeout", 3))),
+            memory_mb=int(properties.get("MemorySize", shared.get("MemorySize", 128))),
+        )
     return found
 
 

@@ -26,6 +26,8 @@ from ferry.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \ud800-style escapes leave when one comes unpaired
+CHANNEL_API = "api"  # a capture record's "channel": the prediction was asked through the HTTP API
+CHANNEL_BATCH = "batch"  # ... or made by the batch function for a file in S3
 
 
 class PayloadTooLargeError(FerryRuntimeError):
@@ -160,9 +162,13 @@ class PredictionService:
     def classify(
         self, model: str, inputs: str | Sequence[str], *, top_k: int | None = None,
         function_to_apply: str | None = None, key_id: str | None = None,
+        prediction_ids: Sequence[str] | None = None, channel: str = CHANNEL_API,
     ) -> Answer:
         """Labels with scores, best first; with output_mode "top" only the best label, its score rounded to
-        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score)."""
+        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score).
+
+        `prediction_ids` (one per text) replace the random ones: the batch function derives them from the file,
+        so that a rerun captures nothing twice. `channel` is recorded in each capture record."""
         texts, predictor = self._prepare(model, inputs, TEXT_CLASSIFICATION)
         top_only = self.settings.output_mode == "top"
         started = time.perf_counter()
@@ -174,10 +180,13 @@ class PredictionService:
         payload = ([[{"label": label, "score": round(score, TOP_SCORE_DECIMALS)}] for label, score in best]
                    if top_only else ranked)
         return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, payload, latency_ms,
-                            key_id)
+                            key_id, prediction_ids, channel)
 
     def embed(self, model: str, inputs: str | Sequence[str], *, normalize: bool | None = None,
-              truncate: bool = True, key_id: str | None = None) -> Answer:
+              truncate: bool = True, key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
+              channel: str = CHANNEL_API) -> Answer:
+        """Vectors, normalized as the manifest says unless `normalize`; `prediction_ids` and `channel` as for
+        :meth:`classify`."""
         texts, predictor = self._prepare(model, inputs, FEATURE_EXTRACTION)
         started = time.perf_counter()
         batch = predictor.encode(texts)
@@ -194,19 +203,26 @@ class PredictionService:
         payload = vectors.astype(float).tolist()
         none: list[tuple[str | None, float | None]] = [(None, None)] * len(texts)
         return self._answer(predictor, texts, batch.token_lengths, batch.truncated, none, payload, latency_ms,
-                            key_id)
+                            key_id, prediction_ids, channel)
 
     def _answer(self, predictor: Predictor, texts: list[str], lengths: list[int], truncated: list[bool],
                 best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float,
-                key_id: str | None = None) -> Answer:
+                key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
+                channel: str = CHANNEL_API) -> Answer:
         now = datetime.now(UTC)
-        # 128 random bits as 32 hex digits: uuid4().hex without the version bits, at a fifth of the cost
-        ids = [os.urandom(16).hex() for _ in texts]
+        if prediction_ids is None:
+            # 128 random bits as 32 hex digits: uuid4().hex without the version bits, at a fifth of the cost
+            ids = [os.urandom(16).hex() for _ in texts]
+        elif len(prediction_ids) == len(texts):
+            ids = list(prediction_ids)
+        else:
+            raise ValueError(f"{len(prediction_ids)} prediction ids for {len(texts)} texts")
         captures = [
             capture_record(
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
                 label=label, score=score, latency_ms=latency_ms, batch_size=len(texts), token_length=length,
                 truncated=cut, text=text, keep_text=self.settings.capture_text, secret=self._secret, key_id=key_id,
+                channel=channel,
             )
             for prediction_id, text, length, cut, (label, score) in zip(ids, texts, lengths, truncated, best,
                                                                          strict=True)
@@ -218,13 +234,14 @@ class PredictionService:
 def capture_record(
     *, prediction_id: str, model: str, version: str, time: datetime, label: str | None, score: float | None,
     latency_ms: float, batch_size: int, token_length: int, truncated: bool, text: str, keep_text: bool,
-    secret: bytes | None = None, key_id: str | None = None,
+    secret: bytes | None = None, key_id: str | None = None, channel: str = CHANNEL_API,
 ) -> dict[str, Any]:
     """One prediction as the capture function stores it: never the text itself unless configured.
 
     ``text_hmac`` is HMAC-SHA256 of the text under the stack's secret: it tells equal texts apart from different
     ones without letting anyone who reads the captures confirm a guessed text (an unsalted hash of a short text
-    would). No secret, no field: never an unkeyed hash. ``key_id`` names the API key that asked, if any.
+    would). No secret, no field: never an unkeyed hash. ``key_id`` names the API key that asked, if any;
+    ``channel`` says how the prediction was asked (:data:`CHANNEL_API`, :data:`CHANNEL_BATCH`).
     """
     record: dict[str, Any] = {
         "prediction_id": prediction_id,
@@ -236,6 +253,7 @@ def capture_record(
         "batch_size": batch_size,
         "token_length": token_length,
         "truncated": truncated,
+        "channel": channel,
     }
     if secret is not None:
         record["text_hmac"] = hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()

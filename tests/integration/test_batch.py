@@ -1,0 +1,408 @@
+"""The batch function against the embedded moto server: every record of a file is predicted or refused, once.
+
+Each test checks the accounting of the files it drops: ``predicted + errors == records``, with the output
+holding `predicted` lines and the errors file `errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from ferry.local.functions import LambdaContext
+from ferry.local.stack import LocalStack, s3_event
+from ferry.runtime import batch
+from ferry.runtime.batch import MIN_PART_BYTES, BatchIncompleteError, Deadline, JsonlRecords, objects_of, run_batch
+
+from conftest import ROOT, run_ferry
+
+
+@pytest.fixture(scope="module")
+def stack(serving_layers):
+    with LocalStack(root=ROOT, layers_dir=serving_layers) as running:
+        yield running
+
+
+def drop(stack: LocalStack, tmp_path: Path, name: str, data: bytes, model: str = "tiny-bert") -> dict[str, Any]:
+    source = tmp_path / name
+    source.write_bytes(data)
+    return stack.drop_file("BatchBucket", f"input/{model}/{name}", source)["results"][0]
+
+
+def outputs(stack: LocalStack, outcome: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The predictions and the error lines of a finished file, checked against its accounting."""
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    rows = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=outcome["output"])["Body"].iter_lines()]
+    errors_key = outcome["output"].replace(".predictions.", ".errors.")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=errors_key).get("Contents", [])
+    errors = ([json.loads(line) for line in s3.get_object(Bucket=bucket, Key=errors_key)["Body"].iter_lines()]
+              if listed else [])
+    assert outcome["predicted"] + outcome["errors"] == outcome["records"]
+    assert (len(rows), len(errors)) == (outcome["predicted"], outcome["errors"])
+    assert sorted(row["line"] for row in rows + errors) == sorted({row["line"] for row in rows + errors})
+    return rows, errors
+
+
+def nothing_left(stack: LocalStack, prefix: str) -> bool:
+    """No object and no multipart upload under `prefix`: a failed file leaves nothing behind."""
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    return (not s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents")
+            and not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads"))
+
+
+def failures(stack: LocalStack) -> float:
+    points = stack.client("cloudwatch").get_metric_statistics(
+        Namespace="Ferry", MetricName="BatchFailures", Dimensions=[{"Name": "service", "Value": "ferry-batch"}],
+        StartTime=time.time() - 3600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])["Datapoints"]
+    return sum(point["Sum"] for point in points)
+
+
+def await_failures(stack: LocalStack, at_least: float) -> float:
+    deadline, seen = time.time() + 10, failures(stack)
+    while time.time() < deadline and seen < at_least:
+        time.sleep(0.2)
+        seen = failures(stack)
+    return seen
+
+
+def jsonl(*lines: str | bytes) -> bytes:
+    return b"\n".join(line if isinstance(line, bytes) else line.encode() for line in lines) + b"\n"
+
+
+def review(number: int) -> str:
+    return json.dumps({"text": f"review number {number}: {'great' if number % 2 else 'awful'}", "id": f"r{number}"})
+
+
+# -- what the function answers ----------------------------------------------------------------------------------
+
+def test_batch_keeps_order_reports_bad_lines_and_ignores_redelivery(stack, tmp_path):
+    lines = [review(i) for i in range(70)]
+    lines[10] = '{"text": ""}'
+    lines[40] = "not json"
+    outcome = drop(stack, tmp_path, "reviews.jsonl", jsonl(*lines))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"], outcome["skipped"]) == (70, 68, 2, False)
+    rows, errors = outputs(stack, outcome)
+    assert [row["line"] for row in rows] == [n for n in range(1, 71) if n not in (11, 41)]
+    assert rows[0]["id"] == "r0" and {p["label"] for p in rows[0]["predictions"]} == {"negative", "positive"}
+    assert [(error["line"], error["error"]) for error in errors] == [
+        (11, "the text is empty"), (41, "not valid JSON: Expecting value: line 1 column 1 (char 0)")]
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    head = s3.head_object(Bucket=bucket, Key="input/tiny-bert/reviews.jsonl")
+    again = stack.invoke("BatchFunction", s3_event(bucket, "input/tiny-bert/reviews.jsonl", head["ETag"], 1))
+    assert again["results"][0]["skipped"] is True
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="output/tiny-bert/reviews.")["Contents"]]
+    assert len(keys) == 2  # predictions and errors, once
+
+
+def test_batch_csv_and_refusals(stack, tmp_path):
+    before = failures(stack)
+    outcome = drop(stack, tmp_path, "texts.csv", b'id,text\n1,"hello, world"\n2,\n')
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (2, 1, 1)
+    rows, errors = outputs(stack, outcome)
+    assert (rows[0]["line"], rows[0]["id"], errors) == (2, "1", [{"line": 3, "error": "the text is empty"}])
+    unknown = drop(stack, tmp_path, "texts.csv", b"text\nhello\n", model="nope")
+    assert "no model named 'nope'" in unknown["error"]
+    no_text = drop(stack, tmp_path, "no-text.csv", b"id,body\n1,hello\n")
+    assert no_text["error"] == "the CSV header (line 1) has no 'text' column; columns: id, body"
+    assert nothing_left(stack, "output/tiny-bert/no-text.")
+    refused = stack.invoke("BatchFunction", s3_event(stack.table_names["BatchBucket"], "input/x.txt", "e", 1))
+    assert "batch inputs go to input/<model>/<file>.jsonl or .csv" in refused["rejected"]
+    # the three refusals are counted for an alarm, through the batch function's EMF, in the embedded CloudWatch
+    assert await_failures(stack, before + 3) == before + 3
+
+
+# -- issue 1: a bad line is one error line, and the next line is read ---------------------------------------------
+
+def test_a_bad_byte_costs_its_line_not_the_rest_of_the_file(stack, tmp_path):
+    lines: list[str | bytes] = [json.dumps({"text": f"text {i}"}) for i in range(1000)]
+    lines[500] = b'{"text": "caf\xe9 au lait"}'  # latin-1, not UTF-8
+    outcome = drop(stack, tmp_path, "bad-byte.jsonl", jsonl(*lines))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (1000, 999, 1)  # was 476 + 1
+    rows, errors = outputs(stack, outcome)
+    assert [row["line"] for row in rows] == [n for n in range(1, 1001) if n != 501]
+    assert errors == [{"line": 501, "error": "not valid UTF-8: byte 14 of the line is 0xe9"}]
+
+    csv_outcome = drop(stack, tmp_path, "bad-byte.csv", b"id,text\na,hello\nb,caf\xe9\nc,world\n")
+    assert (csv_outcome["records"], csv_outcome["predicted"], csv_outcome["errors"]) == (3, 2, 1)  # was 0 + 1
+    rows, errors = outputs(stack, csv_outcome)
+    assert [(row["line"], row["id"]) for row in rows] == [(2, "a"), (4, "c")]
+    assert errors == [{"line": 3, "error": "not valid UTF-8"}]
+
+
+def test_deep_json_and_a_long_csv_field_are_one_error_each(stack, tmp_path):
+    outcome = drop(stack, tmp_path, "deep.jsonl", jsonl(review(1), "[" * 100_000, review(3)))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (3, 2, 1)  # was a RecursionError
+    rows, errors = outputs(stack, outcome)
+    assert [row["line"] for row in rows] == [1, 3]
+    assert errors == [{"line": 2, "error": "not valid JSON: nested too deep"}]
+
+    field = "x" * 140_000  # over csv's default field limit (131,072), which ended the file there
+    csv_outcome = drop(stack, tmp_path, "long.csv", f"text\nfirst\n{field}\nlast\n".encode())
+    assert (csv_outcome["records"], csv_outcome["predicted"], csv_outcome["errors"]) == (3, 2, 1)
+    rows, errors = outputs(stack, csv_outcome)
+    assert [row["line"] for row in rows] == [2, 4]
+    assert errors == [{"line": 3, "error": "the text has 140000 characters; at most 10000 are accepted"}]
+
+
+# -- issue 5: tests that fail when a line is lost or misnumbered ---------------------------------------------------
+
+def test_error_lines_keep_their_line_numbers_after_blank_lines_and_multi_line_records(stack, tmp_path):
+    outcome = drop(stack, tmp_path, "blanks.jsonl", jsonl(review(1), "", "   ", "not json", review(5), "", "{}"))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (4, 2, 2)
+    rows, errors = outputs(stack, outcome)
+    assert [row["line"] for row in rows] == [1, 5]
+    assert [error["line"] for error in errors] == [4, 7]
+
+    data = b'id,text\n\na,one\nb,"two\nlines"\n\nc,\nd,four\nf,caf\xe9\n'
+    csv_outcome = drop(stack, tmp_path, "blanks.csv", data)
+    assert (csv_outcome["records"], csv_outcome["predicted"], csv_outcome["errors"]) == (5, 3, 2)
+    rows, errors = outputs(stack, csv_outcome)
+    assert [(row["line"], row["id"]) for row in rows] == [(3, "a"), (4, "b"), (8, "d")]  # b starts on line 4
+    assert errors == [{"line": 7, "error": "the text is empty"}, {"line": 9, "error": "not valid UTF-8"}]
+
+
+def test_a_line_over_the_limit_is_one_error_and_the_next_line_is_read(stack, tmp_path):
+    limit = batch.max_line_bytes(10_000)  # the function's FERRY_MAX_INPUT_CHARS is the default
+    padded = json.dumps({"text": "short enough", "padding": "x" * limit})  # a valid object, too long a line
+    outcome = drop(stack, tmp_path, "long-line.jsonl", jsonl(review(1), padded, review(3), json.dumps(
+        {"text": "y" * 10_001}), review(5)))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (5, 3, 2)
+    rows, errors = outputs(stack, outcome)
+    assert [row["line"] for row in rows] == [1, 3, 5]
+    assert errors == [{"line": 2, "error": f"the line is longer than {limit} bytes"},
+                      {"line": 4, "error": "the text has 10001 characters; at most 10000 are accepted"}]
+
+
+class _DroppingRecords(JsonlRecords):
+    """A reader with a bug: it finds line 2's record and never yields it."""
+
+    def __iter__(self):
+        return (record for record in super().__iter__() if record.line != 2)
+
+
+def test_a_file_whose_records_do_not_add_up_is_never_marked_done(stack, tmp_path, monkeypatch, caplog):
+    before = failures(stack)
+    monkeypatch.setitem(batch.READERS, ".jsonl", _DroppingRecords)
+    with pytest.raises(BatchIncompleteError, match=r"input/tiny-bert/lost.jsonl: 3 records read but 2 predicted "
+                                                   r"and 0 refused: 1 unaccounted for; nothing was written"):
+        drop(stack, tmp_path, "lost.jsonl", jsonl(review(1), review(2), review(3)))
+    assert nothing_left(stack, "output/tiny-bert/lost.")
+    # the function's error log names the file (read from the logging records: where the function's stdout goes
+    # depends on which test started the local stack's log router)
+    logged = [record for record in caplog.records if str(record.getMessage()).startswith("batch failed")]
+    assert [(record.levelname, getattr(record, "key", None)) for record in logged] == \
+        [("ERROR", "input/tiny-bert/lost.jsonl")]
+    assert await_failures(stack, before + 1) >= before + 1
+    monkeypatch.undo()  # the reader fixed, the retry of the same event finishes the file
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    head = s3.head_object(Bucket=bucket, Key="input/tiny-bert/lost.jsonl")
+    outcome = stack.invoke("BatchFunction", s3_event(bucket, "input/tiny-bert/lost.jsonl", head["ETag"], 1))
+    outcome = outcome["results"][0]
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (3, 3, 0)
+    outputs(stack, outcome)
+
+
+# -- issue 2: a file that cannot be finished is raised, and a rerun finishes it ------------------------------------
+
+class _FailingS3:
+    """The function's S3 client, failing to complete the output as S3 does now and then."""
+
+    def __init__(self, real: Any):
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def put_object(self, **arguments: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        if arguments["Key"].endswith(".predictions.jsonl"):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}},
+                              "PutObject")
+        return self.real.put_object(**arguments)
+
+
+def test_an_s3_failure_is_raised_and_a_rerun_finishes_the_file(stack, tmp_path, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    function = stack.functions["BatchFunction"].module
+    monkeypatch.setattr(function, "_s3", _FailingS3(function.s3()))
+    with pytest.raises(ClientError, match="InternalError"):
+        drop(stack, tmp_path, "flaky.jsonl", jsonl(review(1), "oops", review(3)))
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    done = s3.list_objects_v2(Bucket=bucket, Prefix="output/tiny-bert/flaky.").get("Contents", [])
+    assert [item["Key"].rsplit(".", 2)[-2] for item in done] == ["errors"]  # errors written, never the done mark
+    monkeypatch.undo()
+    head = s3.head_object(Bucket=bucket, Key="input/tiny-bert/flaky.jsonl")
+    outcome = stack.invoke("BatchFunction", s3_event(bucket, "input/tiny-bert/flaky.jsonl", head["ETag"], 1))
+    outcome = outcome["results"][0]
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (3, 2, 1)
+    assert outputs(stack, outcome)[1] == [{"line": 2, "error": "not valid JSON: Expecting value: line 1 column 1 "
+                                                               "(char 0)"}]
+
+
+class _EndingContext:
+    """Lambda's context, with the clock at `left_ms` after `calls` questions: a function about to time out."""
+
+    def __init__(self, function_name: str, calls: int, left_ms: int = 30_000):
+        self.real = LambdaContext(function_name=function_name, timeout_s=900)
+        self.calls, self.left_ms = calls, left_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls -= 1
+        return 900_000 if self.calls >= 0 else self.left_ms
+
+
+def test_a_file_that_runs_out_of_time_stops_cleanly_and_is_raised(stack, tmp_path, monkeypatch):
+    from ferry.local import functions
+
+    # the first question sets the margin (60 s of 900), then 2 checks pass: 64 records, and the third stops
+    monkeypatch.setattr(functions, "LambdaContext", lambda function_name, **_: _EndingContext(function_name, calls=3))
+    with pytest.raises(BatchIncompleteError, match=r"input/tiny-bert/slow.jsonl: stopped with 30.0 s of the "
+                                                   r"function's time left \(the margin is 60.0 s\) after 64 records"):
+        drop(stack, tmp_path, "slow.jsonl", jsonl(*(review(i) for i in range(100))))
+    assert nothing_left(stack, "output/tiny-bert/slow.")
+
+
+# -- issue 3: an output larger than memory or /tmp goes to S3 part by part ------------------------------------------
+
+class _CountingS3:
+    def __init__(self, real: Any):
+        self.real = real
+        self.parts: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def upload_part(self, **arguments: Any) -> Any:
+        self.parts.append((arguments["Key"], len(arguments["Body"])))
+        return self.real.upload_part(**arguments)
+
+
+def _put(stack: LocalStack, key: str, data: bytes) -> tuple[dict[str, Any], Any]:
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return s3_event(bucket, key, head["ETag"], len(data)), s3
+
+
+def test_a_large_output_is_streamed_in_parts_and_joined_line_for_line(stack, tmp_path):
+    service = stack.functions["BatchFunction"].module.service
+    ids = [f"{number:05d}-" + "i" * 30_000 for number in range(600)]  # each echoed: an output of about 18 MB
+    lines = [json.dumps({"text": f"review {n}: {'great' if n % 2 else 'awful'}", "id": ids[n]}) for n in range(600)]
+    lines[7] = json.dumps({"text": "", "id": "empty"})
+    event, s3 = _put(stack, "input/tiny-bert/large.jsonl", jsonl(*lines))
+    obj = next(objects_of(event))
+    spy = _CountingS3(s3)
+    result = run_batch(spy, obj, service, part_bytes=MIN_PART_BYTES)
+    assert (result.records, result.predicted, result.errors) == (600, 599, 1)
+    output_parts = [size for key, size in spy.parts if key == obj.output_key]
+    assert len(output_parts) == 4 and all(size >= MIN_PART_BYTES for size in output_parts[:-1])
+    body = s3.get_object(Bucket=obj.bucket, Key=obj.output_key)["Body"].read().decode()
+    assert body.endswith("\n")
+    rows = [json.loads(line) for line in body.splitlines()]
+    expected = [n for n in range(600) if n != 7]
+    assert [(row["line"], row["id"]) for row in rows] == [(n + 1, ids[n]) for n in expected]
+    assert [row["prediction_id"] for row in rows] == [
+        hashlib.sha256(f"{obj.key}\n{obj.etag}\n{n + 1}".encode()).hexdigest()[:32] for n in expected]
+    assert s3.get_object(Bucket=obj.bucket, Key=obj.errors_key)["Body"].read() == (
+        b'{"line": 8, "error": "the text is empty"}\n')
+
+
+def test_a_large_output_that_fails_half_way_leaves_no_part(stack, tmp_path):
+    service = stack.functions["BatchFunction"].module.service
+    lines = [json.dumps({"text": f"review {n}", "id": f"{n:05d}-" + "i" * 30_000}) for n in range(600)]
+    event, s3 = _put(stack, "input/tiny-bert/cut.jsonl", jsonl(*lines))
+    obj = next(objects_of(event))
+    spy = _CountingS3(s3)
+    clock = iter([900_000] * 12 + [1_000] * 100)  # 12 checks pass: 384 records, over two parts sent
+    with pytest.raises(BatchIncompleteError, match="after 384 records"):
+        run_batch(spy, obj, service, part_bytes=MIN_PART_BYTES, deadline=Deadline(lambda: next(clock), 60_000))
+    assert len(spy.parts) >= 2
+    assert nothing_left(stack, "output/tiny-bert/cut.")  # the upload aborted
+
+
+# -- issue 4: batch predictions are captured, once, with channel "batch" -----------------------------------------
+
+def _captures(stack: LocalStack, ids: set[str], count: int) -> dict[str, dict]:
+    table = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=stack.endpoint).Table(
+        stack.table_names["CaptureTable"])
+    found: dict[str, dict] = {}
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        items = table.scan()["Items"]
+        found = {item["prediction_id"]: item for item in items if item["prediction_id"] in ids}
+        if len(found) >= count:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_batch_predictions_are_captured_once_with_channel_batch(stack, tmp_path):
+    lines = [review(i) for i in range(40)]
+    lines[20] = "{}"
+    outcome = drop(stack, tmp_path, "captured.jsonl", jsonl(*lines))
+    assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (40, 39, 1)
+    rows, _ = outputs(stack, outcome)
+    ids = {row["prediction_id"] for row in rows}
+    captured = _captures(stack, ids, 39)
+    assert set(captured) == ids
+    assert {item["channel"] for item in captured.values()} == {"batch"}
+    assert {item["label"] for item in captured.values()} <= {"negative", "positive"}
+    # the same object run again (its output deleted): the same ids, so the captures count nothing new
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    for key in (outcome["output"], outcome["output"].replace(".predictions.", ".errors.")):
+        s3.delete_object(Bucket=bucket, Key=key)
+    delivered = stack.delivered
+    again = drop(stack, tmp_path, "captured.jsonl", jsonl(*lines))
+    assert (again["records"], again["predicted"], again["errors"], again["skipped"]) == (40, 39, 1, False)
+    assert {row["prediction_id"] for row in outputs(stack, again)[0]} == ids
+    deadline = time.time() + 20
+    while time.time() < deadline and stack.delivered < delivered + 39:
+        time.sleep(0.2)
+    assert stack.delivered >= delivered + 39  # the rerun's capture lines reached the capture function...
+    table = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=stack.endpoint).Table(
+        stack.table_names["CaptureTable"])
+    batch_items = [item for item in table.scan()["Items"] if item.get("channel") == "batch"
+                   and item["prediction_id"] in ids]
+    assert len(batch_items) == 39  # ...and added nothing
+
+
+def test_api_predictions_are_captured_with_channel_api(stack):
+    event = json.loads((ROOT / "events" / "predict.json").read_text())
+    event = json.loads(json.dumps(event).replace(f"/models/{event['pathParameters']['model']}/", "/models/tiny-bert/"))
+    event["pathParameters"]["model"] = "tiny-bert"
+    response = stack.invoke("PredictFunction", event)
+    ids = set(response["headers"]["x-ferry-prediction-ids"].split(","))
+    captured = _captures(stack, ids, len(ids))
+    assert set(captured) == ids and {item["channel"] for item in captured.values()} == {"api"}
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+
+def test_ferry_batch_writes_predictions_and_refused_records_beside_the_file(serving_layers, tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    source.write_bytes(jsonl(review(1), b'{"text": "\xff"}', "", review(4)))
+    stale = tmp_path / "mixed.errors.jsonl"
+    result = run_ferry("batch", str(source), "--model", "tiny-bert", "--layers-dir", str(serving_layers))
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout == (f"3 records: 2 predictions -> {tmp_path / 'mixed.predictions.jsonl'}; 1 refused -> "
+                             f"{stale}\n")
+    rows = [json.loads(line) for line in (tmp_path / "mixed.predictions.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in stale.read_text().splitlines()]
+    assert [row["line"] for row in rows] == [1, 4]
+    assert errors == [{"line": 2, "error": "not valid UTF-8: byte 11 of the line is 0xff"}]
+    assert len(rows) + len(errors) == 3
+    source.write_bytes(jsonl(review(1)))  # fixed: the errors file of the run before is not left to mislead
+    result = run_ferry("batch", str(source), "--model", "tiny-bert", "--layers-dir", str(serving_layers))
+    assert result.returncode == 0 and not stale.exists()
+    assert result.stdout == f"1 records: 1 predictions -> {tmp_path / 'mixed.predictions.jsonl'}\n"
