@@ -134,6 +134,46 @@ def test_the_delivery_stops_retrying_at_its_time_budget():
     assert result.retries == len(fake.sleeps) > 3
 
 
+def test_a_large_slow_delivery_is_written_whole_the_budget_counts_only_waiting():
+    """Writing takes the time it takes: only waits between retries use the budget, and only the deadline (the
+    invocation's end) stops new writes. 40 writes of 1 s each, over a budget of 5 s, are all written."""
+    table, stubber = stubbed("captures")
+    records = [record(n) for n in range(1, 41)]
+    fake = FakeTime()
+    for rec in records:
+        put(stubber, rec)
+    slow = Retrier(Backoff(budget_s=5.0), sleep=fake.sleep, clock=fake.clock, rng=random.Random(7))
+    real_put = table.put_item
+
+    def put_taking_a_second(**kwargs):
+        fake.now += 1.0
+        return real_put(**kwargs)
+
+    table.put_item = put_taking_a_second
+    with stubber:
+        result = write_captures(table, records, ttl_days=90, retrier=slow)
+    assert (result.written, result.failed, fake.now - 1000.0) == (40, 0, 40.0)
+
+
+def test_no_write_starts_past_the_deadline():
+    table, stubber = stubbed("captures")
+    records = [record(n) for n in range(1, 6)]
+    fake = FakeTime()
+    for rec in records[:2]:
+        put(stubber, rec)
+    late = Retrier(sleep=fake.sleep, clock=fake.clock, deadline=fake.now + 1.5)
+    real_put = table.put_item
+
+    def put_taking_a_second(**kwargs):
+        fake.now += 1.0
+        return real_put(**kwargs)
+
+    table.put_item = put_taking_a_second
+    with stubber, pytest.raises(CaptureWriteError) as raised:
+        write_captures(table, records, ttl_days=90, retrier=late)
+    assert raised.value.result.written == 2 and raised.value.result.errors == {"NotTried": 3}
+
+
 def test_usage_is_still_counted_when_the_captures_spent_the_budget():
     table, stubber = stubbed("captures")
     usage, usage_stubber = stubbed("usage")
