@@ -309,3 +309,23 @@ def test_runtime_layer_folders_exist_for_each_architecture_the_template_offers()
     assert set(folders) == set(template["Parameters"]["Architecture"]["AllowedValues"])
     for arch, folder in folders.items():
         assert Path(folder).name == f"runtime-{arch}"
+
+
+def test_large_batch_files_go_to_a_distributed_map_the_batch_function_can_start():
+    resources = deployed(transform({}), {})
+    machine = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine")
+    batch = next(r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Function"
+                 and r["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "ferry-batch")
+    name = machine["StateMachineName"]["Fn::Sub"]
+    assert batch["Environment"]["Variables"]["FERRY_BATCH_STATE_MACHINE"]["Fn::Sub"].endswith(f":stateMachine:{name}")
+    definition = json.loads("\n".join(machine["DefinitionString"]["Fn::Join"][1]))  # SAM's rendering of Definition
+    chunks = definition["States"]["Chunks"]
+    assert chunks["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert chunks["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject" and chunks["Next"] == "Join"
+    assert chunks["ItemProcessor"]["States"]["Chunk"]["Parameters"]["FunctionName"] == "${BatchFunctionArn}"
+    assert machine["DefinitionSubstitutions"]["BatchFunctionArn"]["Fn::GetAtt"][0] in resources
+    policies = [statement for r in resources.values() if r["Type"] == "AWS::IAM::Role"
+                for policy in r["Properties"].get("Policies", [])
+                for statement in policy["PolicyDocument"]["Statement"]]
+    assert any(statement["Action"] == "states:StartExecution" and statement["Resource"]["Fn::Sub"].endswith(name)
+               for statement in policies)  # the batch function may start it

@@ -16,7 +16,7 @@ from typing import Any
 from ferry.local import template as tpl
 from ferry.local.functions import LocalFunction
 from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription
-from ferry.runtime.constants import ENV_MODELS_DIR
+from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
 REGION = "us-east-1"
@@ -187,9 +187,17 @@ class LocalStack:
         shared = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
         models = os.pathsep.join(str(path) for path in layer_models_dirs(self.layers_dir))
         for logical_id, function in tpl.functions(self.template, self.root).items():
+            declared = {**shared, **function.environment}
             variables = {key: _resolve(value, self.table_names, parameters, self._secret_value)
-                         for key, value in {**shared, **function.environment}.items()}
+                         for key, value in declared.items()}
+            # a variable the template fills from a parameter takes this process's value when it has one, as
+            # `sam local --parameter-overrides` would (FERRY_BATCH_CHUNK_BYTES=... ferry batch big.jsonl)
+            variables.update({key: os.environ[key] for key, value in declared.items()
+                              if isinstance(value, dict) and value.get("Ref") in parameters and key in os.environ})
             variables[ENV_MODELS_DIR] = models
+            # moto's Step Functions cannot run a Lambda task: locally the batch function runs a large file's
+            # chunks itself, in order, where in AWS it starts the template's state machine
+            variables.pop(ENV_BATCH_STATE_MACHINE, None)
             variables.setdefault("POWERTOOLS_SERVICE_NAME", logical_id)
             self.functions[logical_id] = LocalFunction(function, variables, router=self.router)
 

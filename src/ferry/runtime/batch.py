@@ -99,6 +99,8 @@ class BatchResult:
     predicted: int = 0
     errors: int = 0
     skipped: bool = False  # already done: a redelivered event
+    chunks: int = 0  # a file predicted in chunks (ferry.runtime.chunks): how many
+    execution: str | None = None  # the state machine execution that predicts its chunks, when one was started
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,15 @@ class Lines:
     A UTF-8 byte order mark before the first line is dropped. ``exhausted`` says the stream was read to its end.
     """
 
-    def __init__(self, stream: Any, max_bytes: int, block: int = READ_BYTES):
+    def __init__(self, stream: Any, max_bytes: int, block: int = READ_BYTES, *, first_line: int = 1,
+                 header_lines: int = 0):
+        """`first_line` numbers the stream's first line after its `header_lines` (a chunk of a file starts at a
+        line of its own; a CSV chunk is read after the file's header lines, which keep their numbers)."""
         self.stream = stream
         self.max_bytes = max_bytes
         self.block = block
+        self.first_line = first_line
+        self.header_lines = header_lines
         self.count = 0  # lines handed out so far
         self.exhausted = False
 
@@ -169,7 +176,9 @@ class Lines:
         self.count += 1
         if self.count == 1 and line is not None and line.startswith(_UTF8_BOM):
             line = line[len(_UTF8_BOM):]
-        return self.count, line
+        if self.count <= self.header_lines:
+            return self.count, line
+        return self.count - self.header_lines - 1 + self.first_line, line
 
 
 class RecordReader(Protocol):
@@ -229,6 +238,7 @@ class _CsvLines:
         self._lines = iter(lines)
         self.max_bytes = lines.max_bytes
         self.number = 0  # the last physical line handed to the csv module
+        self.record_start = 0  # the line the record being read starts on
         self.record_bytes = 0
 
     def __iter__(self) -> _CsvLines:
@@ -236,6 +246,8 @@ class _CsvLines:
 
     def __next__(self) -> str:
         self.number, raw = next(self._lines)
+        if self.record_bytes == 0:
+            self.record_start = self.number
         if raw is None or self.record_bytes + len(raw) > self.max_bytes:
             raise _RecordTooLong
         self.record_bytes += len(raw) + 1
@@ -258,7 +270,7 @@ class CsvRecords:
         rows = csv.reader(source)
         columns: list[str] | None = None
         while True:
-            start, source.record_bytes, problem = source.number + 1, 0, None
+            source.record_bytes, problem = 0, None
             try:
                 row = next(rows)
             except StopIteration:
@@ -267,6 +279,7 @@ class CsvRecords:
                 row, problem = None, f"the record is longer than {self.lines.max_bytes} bytes"
             except csv.Error as exc:
                 row, problem = None, f"not valid CSV: {exc}"
+            start = source.record_start
             if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
                 continue  # a blank line
             if columns is None:
@@ -421,18 +434,27 @@ def run_batch(s3: Any, obj: BatchObject, service: PredictionService, *, deadline
 
     `capture` gets each model call's :class:`Answer` (the batch function prints its capture lines).
     """
-    result = BatchResult(key=obj.key)
-    if _exists(s3, obj.bucket, obj.output_key):
-        result.skipped = True
-        return result
-    deadline = deadline or Deadline()
-    task = service.store.get(obj.model).task  # an unknown model: refused here, before anything is read
-    max_chars = service.settings.max_input_chars
+    if exists(s3, obj.bucket, obj.output_key):
+        return BatchResult(key=obj.key, skipped=True)
+    service.store.get(obj.model)  # an unknown model: refused here, before anything is read
     body = s3.get_object(Bucket=obj.bucket, Key=obj.key)["Body"]
-    lines = Lines(body, max_line_bytes(max_chars))
+    return predict_stream(s3, obj, body, service, obj.output_key, obj.errors_key, deadline=deadline,
+                          capture=capture, part_bytes=part_bytes)
+
+
+def predict_stream(s3: Any, obj: BatchObject, body: Any, service: PredictionService, output_key: str,
+                   errors_key: str, *, first_line: int = 1, header_lines: int = 0, deadline: Deadline | None = None,
+                   capture: Callable[[Answer], None] | None = None, part_bytes: int = PART_BYTES) -> BatchResult:
+    """Predict the records of `body` (the object, or one chunk of it: see :mod:`ferry.runtime.chunks`) into
+    `output_key` and `errors_key`, the predictions completed last; or raise and complete neither."""
+    result = BatchResult(key=obj.key)
+    deadline = deadline or Deadline()
+    task = service.store.get(obj.model).task
+    max_chars = service.settings.max_input_chars
+    lines = Lines(body, max_line_bytes(max_chars), first_line=first_line, header_lines=header_lines)
     reader = READERS[obj.suffix](lines)
-    with closing(body), ObjectStream(s3, obj.bucket, obj.output_key, part_bytes) as predictions, \
-            ObjectStream(s3, obj.bucket, obj.errors_key, part_bytes) as errors:
+    with closing(body), ObjectStream(s3, obj.bucket, output_key, part_bytes) as predictions, \
+            ObjectStream(s3, obj.bucket, errors_key, part_bytes) as errors:
         pending: list[Record] = []
         for record in reader:
             if (result.predicted + result.errors + len(pending)) % CHUNK == 0:
@@ -451,7 +473,7 @@ def run_batch(s3: Any, obj: BatchObject, service: PredictionService, *, deadline
         result.records = reader.records
         _check_accounting(obj, result, lines)
         errors.complete(if_empty=False)
-        predictions.complete()  # last: its presence means the file is done
+        predictions.complete()  # last: its presence means the file (or the chunk) is done
     return result
 
 
@@ -488,7 +510,7 @@ def _json_line(value: dict[str, Any]) -> bytes:
     return (json.dumps(value) + "\n").encode("utf-8")
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
+def exists(s3: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:

@@ -21,6 +21,8 @@ ENV_OUTPUT_MODE = "FERRY_OUTPUT_MODE"  # "full" (every label, exact scores) or "
 ENV_STACK_SECRET = "FERRY_STACK_SECRET"  # per-stack secret: keys the captured text hash (HMAC-SHA256)
 ENV_KEYS_TABLE = "FERRY_KEYS_TABLE"  # DynamoDB table of API keys (salted hashes), read by the authorizer
 ENV_USAGE_TABLE = "FERRY_USAGE_TABLE"  # DynamoDB table of daily prediction counts per API key
+ENV_BATCH_CHUNK_BYTES = "FERRY_BATCH_CHUNK_BYTES"  # a batch file larger than this is predicted in chunks
+ENV_BATCH_STATE_MACHINE = "FERRY_BATCH_STATE_MACHINE"  # runs the chunks in AWS; unset: in process, in order
 ENV_DAILY_QUOTA = "FERRY_DAILY_QUOTA"  # predictions a key may make a day when the key sets none; 0 = no quota
 
 DEFAULT_MAX_INPUTS = 64
@@ -28,6 +30,8 @@ DEFAULT_MAX_INPUT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # API Gateway and Lambda's synchronous payload limit
 DEFAULT_CAPTURE_TTL_DAYS = 90
 DEFAULT_DAILY_QUOTA = 0  # no quota
+# About 80,000 tweet-sized records: under five minutes for MiniLM on one Lambda vCPU, well inside 15
+DEFAULT_BATCH_CHUNK_BYTES = 8 * 1024 * 1024
 OUTPUT_MODES = ("full", "top")
 TOP_SCORE_DECIMALS = 2  # OutputMode=top rounds the one score it returns to this many decimals
 CAPTURE_KEY = "capture"  # the key of a capture record in a structured log line

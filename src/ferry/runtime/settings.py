@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.runtime.constants import (
+    DEFAULT_BATCH_CHUNK_BYTES,
     DEFAULT_CAPTURE_TTL_DAYS,
     DEFAULT_DAILY_QUOTA,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUT_CHARS,
     DEFAULT_MAX_INPUTS,
+    ENV_BATCH_CHUNK_BYTES,
+    ENV_BATCH_STATE_MACHINE,
     ENV_CAPTURE_TABLE,
     ENV_CAPTURE_TEXT,
     ENV_CAPTURE_TTL_DAYS,
@@ -97,6 +100,8 @@ class Settings:
     keys_table: str | None = None
     usage_table: str | None = None
     daily_quota: int = DEFAULT_DAILY_QUOTA
+    batch_chunk_bytes: int = DEFAULT_BATCH_CHUNK_BYTES
+    batch_state_machine: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,4 +121,6 @@ class Settings:
             keys_table=env.get(ENV_KEYS_TABLE) or None,
             usage_table=env.get(ENV_USAGE_TABLE) or None,
             daily_quota=_int(env, ENV_DAILY_QUOTA, DEFAULT_DAILY_QUOTA, 0),
+            batch_chunk_bytes=_int(env, ENV_BATCH_CHUNK_BYTES, DEFAULT_BATCH_CHUNK_BYTES, 1),
+            batch_state_machine=env.get(ENV_BATCH_STATE_MACHINE) or None,
         )
