@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import onnxruntime as ort
 
-from ferry.build import BuildConfig, GateThresholds, QuantizationSettings, build_layer
-from ferry.build.evalset import builtin_eval_set
-from ferry.build.export import export_onnx
-from ferry.build.source import resolve_source
 from ferry.data.corpus import load_corpus
+from ferry.layer import BuildConfig, GateThresholds, QuantizationSettings, build_layer
+from ferry.layer.evalset import builtin_eval_set
+from ferry.layer.export import export_onnx
+from ferry.layer.source import resolve_source
 from ferry.runtime import Predictor
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -69,7 +69,7 @@ def tiny_distilbert(train_slice, tmp_path_factory) -> Path:
 
 
 def _build(model: Path, out: Path, name: str, eval_data: Path | None, **gate: float):
-    from ferry.build import BuildConfig, GateThresholds, build_layer
+    from ferry.layer import BuildConfig, GateThresholds, build_layer
 
     config = BuildConfig(model=str(model), task="text-classification", out=out, name=name, eval_data=eval_data,
                          gate=GateThresholds(**{**TINY_GATE, **gate}))

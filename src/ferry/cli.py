@@ -57,7 +57,7 @@ def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from ferry.build import BuildConfig, BuildError, GateThresholds, InvalidBuildConfigError, build_layer
+    from ferry.layer import BuildConfig, BuildError, GateThresholds, InvalidBuildConfigError, build_layer
 
     try:
         config = BuildConfig(

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from ferry.build import BuildConfig, GateFailedError, GateThresholds, SizeLimitError, build_layer
+from ferry.layer import BuildConfig, GateFailedError, GateThresholds, SizeLimitError, build_layer
 from ferry.runtime import Manifest, sha256_file
 
 from conftest import TINY_GATE, run_ferry

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from ferry.build import SizeLimitError
-from ferry.build.layer import LAMBDA_UNZIPPED_LIMIT, SizedPart, check_function_size, quantile_bins
+from ferry.layer import SizeLimitError
+from ferry.layer.packaging import LAMBDA_UNZIPPED_LIMIT, SizedPart, check_function_size, quantile_bins
 
 
 def test_quantile_bins_have_strictly_increasing_edges_and_count_everything():

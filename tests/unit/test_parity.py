@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferry.build import GateThresholds, InvalidBuildConfigError
-from ferry.build.parity import compare_classification, compare_embeddings
+from ferry.layer import GateThresholds, InvalidBuildConfigError
+from ferry.layer.parity import compare_classification, compare_embeddings
 
 
 def test_identical_logits_pass_with_exact_figures():

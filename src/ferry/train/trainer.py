@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ferry.build.layer import install_folder
-from ferry.build.source import TRAINING_REPORT_FILE, resolve_source
 from ferry.data.dataset import Dataset, LabelledText, load_dataset
+from ferry.layer.packaging import install_folder
+from ferry.layer.source import TRAINING_REPORT_FILE, resolve_source
 from ferry.runtime.metrics import classification_metrics
 from ferry.train.config import InvalidTrainConfigError, TrainConfig, TrainError
 
@@ -102,7 +102,7 @@ def _load(config: TrainConfig) -> Dataset:
 
 
 def _source(base: str) -> Path:
-    from ferry.build.exceptions import ModelSourceError
+    from ferry.layer.exceptions import ModelSourceError
 
     try:
         return resolve_source(base, "feature-extraction").path

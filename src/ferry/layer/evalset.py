@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ferry.build.exceptions import InvalidBuildConfigError
 from ferry.data import DataError, read_examples
+from ferry.layer.exceptions import InvalidBuildConfigError
 
 BUILTIN_NAME = "built-in sentences"
 
@@ -20,7 +20,7 @@ class EvalSet:
 
 
 def builtin_eval_set() -> EvalSet:
-    text = resources.files("ferry.build").joinpath("eval_sentences.txt").read_text(encoding="utf-8")
+    text = resources.files("ferry.layer").joinpath("eval_sentences.txt").read_text(encoding="utf-8")
     return EvalSet(texts=[line for line in text.splitlines() if line.strip()], labels=None, source=BUILTIN_NAME)
 
 

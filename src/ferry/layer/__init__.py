@@ -1,14 +1,14 @@
 """The offline build: Hugging Face model -> verified int8 ONNX Lambda layer. Imports torch only when it runs."""
 
-from ferry.build.config import ARCHES, BuildConfig, GateThresholds, QuantizationSettings
-from ferry.build.exceptions import (
+from ferry.layer.config import ARCHES, BuildConfig, GateThresholds, QuantizationSettings
+from ferry.layer.exceptions import (
     BuildError,
     GateFailedError,
     InvalidBuildConfigError,
     ModelSourceError,
     SizeLimitError,
 )
-from ferry.build.pipeline import BuildResult, build_layer
+from ferry.layer.pipeline import BuildResult, build_layer
 
 __all__ = [
     "ARCHES",

@@ -8,8 +8,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from ferry.build.config import QuantizationSettings
-from ferry.build.exceptions import BuildError
+from ferry.layer.config import QuantizationSettings
+from ferry.layer.exceptions import BuildError
 from ferry.runtime.constants import MODEL_FILE, TOKENIZER_FILE
 
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "ConvInteger", "QAttention")

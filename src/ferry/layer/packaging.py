@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.build.exceptions import BuildError, SizeLimitError
+from ferry.layer.exceptions import BuildError, SizeLimitError
 from ferry.runtime.constants import MANIFEST_FILE
 from ferry.runtime.manifest import sha256_file
 

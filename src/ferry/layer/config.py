@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferry.build.exceptions import InvalidBuildConfigError
+from ferry.layer.exceptions import InvalidBuildConfigError
 from ferry.runtime.constants import MODEL_NAME_RE, TASKS
 
 ARCHES = ("x86_64", "arm64")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.build.config import GateThresholds
+from ferry.layer.config import GateThresholds
 from ferry.runtime import Batch
 from ferry.runtime.constants import TEXT_CLASSIFICATION
 from ferry.runtime.predictor import l2_normalize, mean_pool

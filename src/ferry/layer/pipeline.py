@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from ferry import __version__
-from ferry.build import export, layer
-from ferry.build.config import BuildConfig
-from ferry.build.evalset import EvalSet, label_ids, load_eval_set
-from ferry.build.exceptions import GateFailedError, InvalidBuildConfigError
-from ferry.build.parity import ParityReport, compare_classification, compare_embeddings, reference_outputs
-from ferry.build.source import ModelSource, resolve_source
+from ferry.layer import export, packaging
+from ferry.layer.config import BuildConfig
+from ferry.layer.evalset import EvalSet, label_ids, load_eval_set
+from ferry.layer.exceptions import GateFailedError, InvalidBuildConfigError
+from ferry.layer.parity import ParityReport, compare_classification, compare_embeddings, reference_outputs
+from ferry.layer.source import ModelSource, resolve_source
 from ferry.runtime import Batch, Predictor
 from ferry.runtime.constants import (
     MANIFEST_FILE,
@@ -55,7 +55,7 @@ class BuildResult:
     int8_bytes: int
     parity: ParityReport
     load: dict[str, Any]
-    size_parts: list[layer.SizedPart]
+    size_parts: list[packaging.SizedPart]
     function_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -103,7 +103,7 @@ def _build_in(
     progress: Progress,
 ) -> BuildResult:
     seconds: dict[str, float] = {}
-    model_dir = layer.model_path_in_layer(staging, name)
+    model_dir = packaging.model_path_in_layer(staging, name)
     model_dir.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="ferry-build-") as work_root:
         work = Path(work_root)
@@ -119,12 +119,12 @@ def _build_in(
         export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)
 
     progress("checking Lambda's size limits")
-    parts = [layer.runtime_layer_part(config.runtime_layer), layer.powertools_part(),
-             *layer.model_layer_parts(config.out, name, staging)]
-    function_bytes = layer.check_function_size(parts)
+    parts = [packaging.runtime_layer_part(config.runtime_layer), packaging.powertools_part(),
+             *packaging.model_layer_parts(config.out, name, staging)]
+    function_bytes = packaging.check_function_size(parts)
 
     manifest = _manifest(config, source, name, labels, model_dir)
-    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
     predictor = Predictor.load(model_dir)
 
     progress(f"parity gate: fp32 PyTorch vs int8 ONNX on {len(eval_set.texts)} texts ({eval_set.source})")
@@ -144,24 +144,24 @@ def _build_in(
     if not report.passed:
         raise GateFailedError("parity gate failed: " + "; ".join(report.failures), report.to_dict())
     manifest["reference"] = _reference_distributions(predictor, batches, candidate)
-    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
 
     progress("measuring import + load time in a fresh process")
     with _timed(seconds, "fresh_load"):
-        load = layer.measure_fresh_load(model_dir)
+        load = packaging.measure_fresh_load(model_dir)
     manifest["load"] = {key: round(value, 4) if isinstance(value, float) else value for key, value in load.items()}
-    layer.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
 
-    target = layer.layer_path(config.out, name)
-    layer.install_folder(staging, target)
+    target = packaging.layer_path(config.out, name)
+    packaging.install_folder(staging, target)
     return BuildResult(
         name=name,
         version=manifest["version"],
         layer_dir=target,
-        model_dir=layer.model_path_in_layer(target, name),
+        model_dir=packaging.model_path_in_layer(target, name),
         manifest=manifest,
         fp32_bytes=fp32_bytes,
-        int8_bytes=(layer.model_path_in_layer(target, name) / MODEL_FILE).stat().st_size,
+        int8_bytes=(packaging.model_path_in_layer(target, name) / MODEL_FILE).stat().st_size,
         parity=report,
         load=load,
         size_parts=parts,
@@ -184,7 +184,7 @@ def _manifest(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    files = layer.file_entries(model_dir)
+    files = packaging.file_entries(model_dir)
     facts = export.onnx_facts(model_dir / MODEL_FILE)
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -240,10 +240,10 @@ def _training_summary(source: ModelSource) -> dict[str, Any] | None:
 def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs: np.ndarray) -> dict[str, Any]:
     """What the evaluation set looked like to the int8 model; the monitor compares live traffic with it."""
     lengths = [length for batch in batches for length in batch.token_lengths]
-    reference: dict[str, Any] = {"token_length": layer.quantile_bins(lengths)}
+    reference: dict[str, Any] = {"token_length": packaging.quantile_bins(lengths)}
     if predictor.task == TEXT_CLASSIFICATION:
         scores = predictor.scores(outputs)
-        reference["top_score"] = layer.quantile_bins(scores.max(axis=-1).tolist())
+        reference["top_score"] = packaging.quantile_bins(scores.max(axis=-1).tolist())
         top = scores.argmax(axis=-1)
         reference["label_share"] = {
             label: round(float(np.mean(top == index)), 6) for index, label in enumerate(predictor.manifest.labels)
