@@ -16,11 +16,10 @@ import os
 import sys
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ferry.runtime import emf
+from ferry.runtime import aws, emf
 from ferry.runtime.batch import BatchIncompleteError, BatchInputError, BatchObject, Deadline, objects_of
 from ferry.runtime.capture import capture_lines
 from ferry.runtime.chunks import Plan, join, run_chunk, run_file, start_state_machine
@@ -33,15 +32,10 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or emf.NAMESPACE
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 service = PredictionService(Settings.from_env())
-_s3: Any = None
-_stepfunctions: Any = None
 
 
 def s3() -> Any:
-    global _s3
-    if _s3 is None:
-        _s3 = boto3.client("s3")
-    return _s3
+    return aws.client("s3")
 
 
 class _Captures:
@@ -111,10 +105,8 @@ def _failed(key: str, error: Exception, failed: list[Exception]) -> None:
 
 
 def _start_state_machine(obj: BatchObject, file_plan: Plan) -> str:
-    global _stepfunctions
-    if _stepfunctions is None:
-        _stepfunctions = boto3.client("stepfunctions")
-    return start_state_machine(s3(), _stepfunctions, str(service.settings.batch_state_machine), obj, file_plan)
+    return start_state_machine(s3(), aws.client("stepfunctions"), str(service.settings.batch_state_machine), obj,
+                               file_plan)
 
 
 def _chunk(item: dict[str, Any], context: Any) -> dict[str, Any]:

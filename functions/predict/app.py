@@ -48,6 +48,7 @@ from ferry.runtime.api import (
 )
 from ferry.runtime.capture import capture_lines
 from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.keys import seconds_to_next_utc_day
 
 SERVICE = "ferry-predict"
 logger = Logger(service=SERVICE)
@@ -270,7 +271,7 @@ def _check_quota(event: dict[str, Any]) -> None:
         return
     retry_after = context.get("retry_after")
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-        retry_after = 86_400 - int(time.time()) % 86_400  # a daily quota: until midnight UTC
+        retry_after = seconds_to_next_utc_day(time.time())  # a daily quota: until midnight UTC
     raise Refused(429, "quota_exceeded", "this API key has used its daily quota of predictions; try again after "
                   f"{retry_after} seconds", headers={"Retry-After": str(retry_after)})
 

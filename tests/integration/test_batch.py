@@ -232,7 +232,8 @@ def test_an_s3_failure_is_raised_and_a_rerun_finishes_the_file(stack, tmp_path, 
     from botocore.exceptions import ClientError
 
     function = stack.functions["BatchFunction"].module
-    monkeypatch.setattr(function, "_s3", _FailingS3(function.s3()))
+    failing = _FailingS3(function.s3())
+    monkeypatch.setattr(function, "s3", lambda: failing)
     with pytest.raises(ClientError, match="InternalError"):
         drop(stack, tmp_path, "flaky.jsonl", jsonl(review(1), "oops", review(3)))
     s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]

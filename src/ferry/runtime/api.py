@@ -37,7 +37,7 @@ from ferry.runtime.exceptions import (
     ModelNotFoundError,
     UnsupportedTaskError,
 )
-from ferry.runtime.service import PayloadTooLargeError
+from ferry.runtime.service import PayloadTooLargeError, lone_surrogate
 from ferry.runtime.settings import Settings
 
 Inputs = StrictStr | list[StrictStr]
@@ -270,12 +270,7 @@ def _where(location: Sequence[Any]) -> str:
 
 
 def _surrogate_message(value: Any) -> str:
-    text = value if isinstance(value, str) else ""
-    for index, char in enumerate(text):
-        if "\ud800" <= char <= "\udfff":
-            return (f"holds a lone surrogate (\\u{ord(char):04x}) at character {index}: texts must be valid "
-                    "Unicode (a surrogate escape needs its pair)")
-    return "is not valid Unicode"
+    return (lone_surrogate(value) if isinstance(value, str) else None) or "is not valid Unicode"
 
 
 def _container(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:

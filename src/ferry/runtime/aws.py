@@ -1,4 +1,4 @@
-"""The functions' AWS resources: one boto3 resource per container, created at first use and reused.
+"""The functions' AWS clients and resources: one of each per container, created at first use and reused.
 
 The region and the endpoint are boto3's own environment variables (Lambda sets AWS_DEFAULT_REGION; the local
 stack sets its moto server's AWS_ENDPOINT_URL); a resource is kept per pair, so that local stacks started one
@@ -15,14 +15,19 @@ from ferry.runtime.settings import SettingsError
 
 
 def dynamodb() -> Any:
-    return _dynamodb(os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ENDPOINT_URL"))
+    return _make("resource", "dynamodb", os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def client(service: str) -> Any:
+    """A boto3 client of `service` (s3, stepfunctions...), one per container."""
+    return _make("client", service, os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ENDPOINT_URL"))
 
 
 @functools.cache
-def _dynamodb(region: str | None, endpoint: str | None) -> Any:
+def _make(kind: str, service: str, region: str | None, endpoint: str | None) -> Any:
     import boto3
 
-    return boto3.resource("dynamodb", region_name=region, endpoint_url=endpoint)
+    return getattr(boto3, kind)(service, region_name=region, endpoint_url=endpoint)
 
 
 def table(name: str | None, variable: str | None = None) -> Any:

@@ -37,7 +37,7 @@ from urllib.parse import unquote_plus
 
 from ferry.runtime.constants import TEXT_CLASSIFICATION
 from ferry.runtime.exceptions import FerryRuntimeError
-from ferry.runtime.service import CHANNEL_BATCH, Answer, PredictionService
+from ferry.runtime.service import CHANNEL_BATCH, Answer, PredictionService, lone_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -319,12 +319,9 @@ def checked(record: Record, max_chars: int) -> Record:
         return Record(record.line, error="the text is empty")
     if len(text) > max_chars:
         return Record(record.line, error=f"the text has {len(text)} characters; at most {max_chars} are accepted")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return Record(record.line, error=f"the text holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at "
-                                             f"character {exc.start}: texts must be valid Unicode")
+    surrogate = lone_surrogate(text)
+    if surrogate is not None:
+        return Record(record.line, error=f"the text {surrogate}")
     return record
 
 

@@ -33,7 +33,6 @@ from ferry.runtime.batch import (
     ObjectStream,
     exists,
     predict_stream,
-    run_batch,
 )
 from ferry.runtime.service import Answer, PredictionService
 
@@ -299,8 +298,10 @@ def run_file(s3: Any, obj: BatchObject, service: PredictionService, *, chunk_byt
         return BatchResult(key=obj.key, skipped=True)
     service.store.get(obj.model)  # an unknown model: refused before anything is read or planned
     size = int(s3.head_object(Bucket=obj.bucket, Key=obj.key)["ContentLength"])
-    if size <= chunk_bytes:
-        return run_batch(s3, obj, service, deadline=deadline, capture=capture, part_bytes=part_bytes)
+    if size <= chunk_bytes:  # what run_batch does, less the checks just made
+        body = s3.get_object(Bucket=obj.bucket, Key=obj.key)["Body"]
+        return predict_stream(s3, obj, body, service, obj.output_key, obj.errors_key, deadline=deadline,
+                              capture=capture, part_bytes=part_bytes)
     file_plan = plan_object(s3, obj, size, chunk_bytes)
     if start is not None:
         return BatchResult(key=obj.key, chunks=len(file_plan.chunks), execution=start(obj, file_plan))

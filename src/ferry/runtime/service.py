@@ -26,6 +26,17 @@ from ferry.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \ud800-style escapes leave when one comes unpaired
+
+
+def lone_surrogate(text: str) -> str | None:
+    """Why `text` cannot be given to a model when it holds a lone surrogate (no UTF-8 encodes one); else None."""
+    found = None if text.isascii() else _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"holds a lone surrogate (\\u{ord(found.group()):04x}) at character {found.start()}: texts must be "
+            "valid Unicode")
+
+
 CHANNEL_API = "api"  # a capture record's "channel": the prediction was asked through the HTTP API
 CHANNEL_BATCH = "batch"  # ... or made by the batch function for a file in S3
 
@@ -137,12 +148,9 @@ class PredictionService:
                 raise InvalidInputError(f"inputs[{index}] is {type(text).__name__}, not a string")
             if not text.strip():
                 raise InvalidInputError(f"inputs[{index}] is empty")
-            surrogate = None if text.isascii() else _SURROGATE.search(text)
+            surrogate = lone_surrogate(text)
             if surrogate is not None:
-                raise InvalidInputError(
-                    f"inputs[{index}] holds a lone surrogate (\\u{ord(surrogate.group()):04x}) at character "
-                    f"{surrogate.start()}: texts must be valid Unicode"
-                )
+                raise InvalidInputError(f"inputs[{index}] {surrogate}")
             if len(text) > self.settings.max_input_chars:
                 raise PayloadTooLargeError(
                     f"inputs[{index}] has {len(text)} characters; at most {self.settings.max_input_chars} "
