@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# torch 2.13.0 (CPU) is pinned for Python 3.11; prefer that interpreter when it exists.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# torch 2.13.0 (CPU) is pinned for Python 3.11; prefer that interpreter when it exists. Candidates are probed by
+# running them: `command -v` finds pyenv's shims, which exist on PATH and exit 127 for a version not selected.
+probe = $(shell for candidate in $(1); do "$$candidate" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(call probe,python3.11 python3)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
@@ -19,13 +23,15 @@ SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
 TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install up test lint runtime-layer runtime-layers models clean bench deploy
+.PHONY: help install up test test-unit lint runtime-layer runtime-layers models clean bench deploy mutate
 
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
 	@echo "make test    install if needed, lint, run every test"
+	@echo "make test-unit   the unit tests alone (seconds: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
+	@echo "make mutate  mutation testing of the contracts (mutmut; minutes, not part of make test): kill rate >= 90%"
 	@echo "make clean   remove build outputs (keeps .venv)"
 
 # Installs into .venv once; again only when pyproject.toml changes.
@@ -69,10 +75,13 @@ up: install models
 		"Ferry puts transformer models on AWS Lambda." "The weather is lovely today."
 	$(FERRY) serve --port $(PORT) --layers-dir $(LAYERS)
 
-# aws-sam-cli pins its own boto3 and click: a venv of its own. `sam build` needs a python3.12 on PATH.
+# aws-sam-cli pins its own boto3 and click: a venv of its own. `sam build` wants Lambda's python3.12 on PATH once a
+# function has a requirements.txt: the one on PATH if it runs, else pyenv's when pyenv is there. Without one, the
+# `sam build` test is skipped if, and only if, the build fails for want of it (it says so).
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
-PY312_BIN := $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin
+PY312 := $(call probe,python3.12 $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12))
+PY312_PATH := $(if $(PY312),$(dir $(PY312)):)
 export SAM_CLI_TELEMETRY := 0
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -85,7 +94,7 @@ runtime-layers:
 	$(MAKE) runtime-layer ARCH=arm64
 
 deploy: models runtime-layers $(SAM)
-	PATH="$(PY312_BIN):$$PATH" $(SAM) build && \
+	PATH="$(PY312_PATH)$$PATH" $(SAM) build && \
 		$(SAM) deploy --guided --capabilities CAPABILITY_IAM --parameter-overrides Architecture=$(ARCH)
 
 # checkov pins old boto3 and packaging: a venv of its own, as aws-sam-cli has.
@@ -100,7 +109,20 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy src/ferry/runtime
 
 test: $(STAMP) $(SAM) $(CHECKOV) lint
-	PATH="$(PY312_BIN):$$PATH" $(VENV)/bin/pytest
+	@test -n "$(PY312)" || echo "make: no python3.12 runs here (PATH, pyenv): the \`sam build\` test is skipped if the build needs it"
+	PATH="$(PY312_PATH)$$PATH" $(VENV)/bin/pytest
+
+# Seconds: no model, no subprocess, no network.
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+# Mutation testing (docs/mutation.md): the modules of [tool.mutmut] against their unit tests, in ./mutants; fails
+# under MUTATE_MIN percent killed. MUTATE_CHILDREN mutants run at once; MUTATE_FRESH=1 forgets earlier results.
+MUTATE_CHILDREN ?= 2
+MUTATE_MIN ?= 90
+mutate: $(STAMP)
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PIP) install --quiet -e ".[mutate]"
+	$(PY) tools/mutate.py run --max-children $(MUTATE_CHILDREN) --min $(MUTATE_MIN) $(if $(MUTATE_FRESH),--fresh)
 
 bench: $(STAMP) models
 	$(PY) benchmarks/quantization.py

@@ -1,32 +1,16 @@
-"""Shared fixtures: the tweets, tiny trained models, and layers built from them (once per session)."""
+"""Shared fixtures: the tweets, tiny trained models, and layers built from them (once per session). Fixtures only:
+the plain helpers are in helpers.py (`from helpers import ...`)."""
 
 from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import build_tiny_layer, run_ferry
 from tiny_models import balanced_slice, build_tiny_model
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY_GATE = {"max_accuracy_drop": 2.0, "min_agreement": 0.95}  # tiny models: one text in 300 is 0.33 points
-
-
-def offline_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
-
-
-def run_ferry(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """The `ferry` command in a subprocess, exactly as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "ferry.cli", *args], cwd=cwd or ROOT, env=env or offline_env(), input=stdin,
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,22 +52,14 @@ def tiny_distilbert(train_slice, tmp_path_factory) -> Path:
     return build_tiny_model("distilbert", train_slice, tmp_path_factory.mktemp("models") / "tiny-distilbert")
 
 
-def _build(model: Path, out: Path, name: str, eval_data: Path | None, **gate: float):
-    from ferry.layer import BuildConfig, GateThresholds, build_layer
-
-    config = BuildConfig(model=str(model), task="text-classification", out=out, name=name, eval_data=eval_data,
-                         gate=GateThresholds(**{**TINY_GATE, **gate}))
-    return build_layer(config)
-
-
 @pytest.fixture(scope="session")
 def bert_build(tiny_bert, eval_csv, tmp_path_factory):
-    return _build(tiny_bert, tmp_path_factory.mktemp("layers"), "tiny-bert", eval_csv)
+    return build_tiny_layer(tiny_bert, tmp_path_factory.mktemp("layers"), "tiny-bert", eval_csv)
 
 
 @pytest.fixture(scope="session")
 def distilbert_build(tiny_distilbert, eval_csv, tmp_path_factory):
-    return _build(tiny_distilbert, tmp_path_factory.mktemp("layers"), "tiny-distilbert", eval_csv)
+    return build_tiny_layer(tiny_distilbert, tmp_path_factory.mktemp("layers"), "tiny-distilbert", eval_csv)
 
 
 @pytest.fixture()

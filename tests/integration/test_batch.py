@@ -1,26 +1,34 @@
 """The batch function against the embedded moto server: every record of a file is predicted or refused, once.
 
 Each test checks the accounting of the files it drops: ``predicted + errors == records``, with the output
-holding `predicted` lines and the errors file `errors`.
+holding `predicted` lines and the errors file `errors`. The stack runs the function in a worker process, as
+Lambda would; a test that replaces a part of the function (its reader, its S3 client, its clock) calls
+functions/batch/app.py imported in this process instead, against the same embedded AWS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-import time
-from pathlib import Path
+import sys
 from typing import Any
 
-import boto3
 import pytest
 
-from ferry.local.functions import LambdaContext
+from ferry.local.context import LambdaContext
 from ferry.local.stack import LocalStack, s3_event
 from ferry.runtime import batch
-from ferry.runtime.batch import MIN_PART_BYTES, BatchIncompleteError, Deadline, JsonlRecords, objects_of, run_batch
+from ferry.runtime.batch import (
+    MIN_PART_BYTES,
+    BatchIncompleteError,
+    Deadline,
+    JsonlRecords,
+    objects_of,
+    run_batch,
+)
 
-from conftest import ROOT, run_ferry
+from helpers import ROOT, MetricWindow, drop, nothing_left, outputs, run_ferry, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,46 +37,30 @@ def stack(serving_layers):
         yield running
 
 
-def drop(stack: LocalStack, tmp_path: Path, name: str, data: bytes, model: str = "tiny-bert") -> dict[str, Any]:
-    source = tmp_path / name
-    source.write_bytes(data)
-    return stack.drop_file("BatchBucket", f"input/{model}/{name}", source)["results"][0]
+@pytest.fixture()
+def batch_app(stack, monkeypatch):
+    """functions/batch/app.py imported in this process with the environment the stack gives the batch function."""
+    function = stack.functions["BatchFunction"]
+    for name, value in function.environment.items():
+        if name in function.variables or name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("ferry_test_batch_app", function.function.code_uri / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
 
 
-def outputs(stack: LocalStack, outcome: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The predictions and the error lines of a finished file, checked against its accounting."""
-    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
-    rows = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=outcome["output"])["Body"].iter_lines()]
-    errors_key = outcome["output"].replace(".predictions.", ".errors.")
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=errors_key).get("Contents", [])
-    errors = ([json.loads(line) for line in s3.get_object(Bucket=bucket, Key=errors_key)["Body"].iter_lines()]
-              if listed else [])
-    assert outcome["predicted"] + outcome["errors"] == outcome["records"]
-    assert (len(rows), len(errors)) == (outcome["predicted"], outcome["errors"])
-    assert sorted(row["line"] for row in rows + errors) == sorted({row["line"] for row in rows + errors})
-    return rows, errors
+def call(module: Any, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """The in-process batch function's answer to an event."""
+    return module.lambda_handler(event, context or LambdaContext(function_name="BatchFunction", timeout_s=900))
 
 
-def nothing_left(stack: LocalStack, prefix: str) -> bool:
-    """No object and no multipart upload under `prefix`: a failed file leaves nothing behind."""
-    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
-    return (not s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents")
-            and not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads"))
-
-
-def failures(stack: LocalStack) -> float:
-    points = stack.client("cloudwatch").get_metric_statistics(
-        Namespace="Ferry", MetricName="BatchFailures", Dimensions=[{"Name": "service", "Value": "ferry-batch"}],
-        StartTime=time.time() - 3600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])["Datapoints"]
-    return sum(point["Sum"] for point in points)
-
-
-def await_failures(stack: LocalStack, at_least: float) -> float:
-    deadline, seen = time.time() + 10, failures(stack)
-    while time.time() < deadline and seen < at_least:
-        time.sleep(0.2)
-        seen = failures(stack)
-    return seen
+def emitted(capsys: pytest.CaptureFixture[str], metric: str) -> float:
+    """The sum of `metric` in the EMF lines the in-process function printed."""
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return sum(sum(line[metric]) if isinstance(line[metric], list) else line[metric] for line in lines
+               if metric in line and "_aws" in line)
 
 
 def jsonl(*lines: str | bytes) -> bytes:
@@ -101,7 +93,7 @@ def test_batch_keeps_order_reports_bad_lines_and_ignores_redelivery(stack, tmp_p
 
 
 def test_batch_csv_and_refusals(stack, tmp_path):
-    before = failures(stack)
+    window = MetricWindow(stack.client("cloudwatch"))  # what this test's refusals count, alone
     outcome = drop(stack, tmp_path, "texts.csv", b'id,text\n1,"hello, world"\n2,\n')
     assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (2, 1, 1)
     rows, errors = outputs(stack, outcome)
@@ -114,7 +106,8 @@ def test_batch_csv_and_refusals(stack, tmp_path):
     refused = stack.invoke("BatchFunction", s3_event(stack.table_names["BatchBucket"], "input/x.txt", "e", 1))
     assert "batch inputs go to input/<model>/<file>.jsonl or .csv" in refused["rejected"]
     # the three refusals are counted for an alarm, through the batch function's EMF, in the embedded CloudWatch
-    assert await_failures(stack, before + 3) == before + 3
+    counted = {("BatchFailures", (("service", "ferry-batch"),)): 3}
+    assert window.await_totals(counted) == counted
 
 
 # -- issue 1: a bad line is one error line, and the next line is read ---------------------------------------------
@@ -186,20 +179,19 @@ class _DroppingRecords(JsonlRecords):
         return (record for record in super().__iter__() if record.line != 2)
 
 
-def test_a_file_whose_records_do_not_add_up_is_never_marked_done(stack, tmp_path, monkeypatch, caplog):
-    before = failures(stack)
+def test_a_file_whose_records_do_not_add_up_is_never_marked_done(stack, batch_app, monkeypatch, caplog, capsys):
+    event, _ = _put(stack, "input/tiny-bert/lost.jsonl", jsonl(review(1), review(2), review(3)))
     monkeypatch.setitem(batch.READERS, ".jsonl", _DroppingRecords)
     with pytest.raises(BatchIncompleteError, match=r"input/tiny-bert/lost.jsonl: 3 records read but 2 predicted "
                                                    r"and 0 refused: 1 unaccounted for; nothing was written"):
-        drop(stack, tmp_path, "lost.jsonl", jsonl(review(1), review(2), review(3)))
+        call(batch_app, event)
     assert nothing_left(stack, "output/tiny-bert/lost.")
-    # the function's error log names the file (read from the logging records: where the function's stdout goes
-    # depends on which test started the local stack's log router)
+    # the function's error log names the file, and the failure is counted for an alarm
     logged = [record for record in caplog.records if str(record.getMessage()).startswith("batch failed")]
     assert [(record.levelname, getattr(record, "key", None)) for record in logged] == \
         [("ERROR", "input/tiny-bert/lost.jsonl")]
-    assert await_failures(stack, before + 1) >= before + 1
-    monkeypatch.undo()  # the reader fixed, the retry of the same event finishes the file
+    assert emitted(capsys, "BatchFailures") == 1
+    monkeypatch.undo()  # the reader fixed, the retry of the same event finishes the file (by the stack's function)
     s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
     head = s3.head_object(Bucket=bucket, Key="input/tiny-bert/lost.jsonl")
     outcome = stack.invoke("BatchFunction", s3_event(bucket, "input/tiny-bert/lost.jsonl", head["ETag"], 1))
@@ -228,14 +220,14 @@ class _FailingS3:
         return self.real.put_object(**arguments)
 
 
-def test_an_s3_failure_is_raised_and_a_rerun_finishes_the_file(stack, tmp_path, monkeypatch):
+def test_an_s3_failure_is_raised_and_a_rerun_finishes_the_file(stack, batch_app, monkeypatch):
     from botocore.exceptions import ClientError
 
-    function = stack.functions["BatchFunction"].module
-    failing = _FailingS3(function.s3())
-    monkeypatch.setattr(function, "s3", lambda: failing)
+    event, _ = _put(stack, "input/tiny-bert/flaky.jsonl", jsonl(review(1), "oops", review(3)))
+    failing = _FailingS3(batch_app.s3())
+    monkeypatch.setattr(batch_app, "s3", lambda: failing)
     with pytest.raises(ClientError, match="InternalError"):
-        drop(stack, tmp_path, "flaky.jsonl", jsonl(review(1), "oops", review(3)))
+        call(batch_app, event)
     s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
     done = s3.list_objects_v2(Bucket=bucket, Prefix="output/tiny-bert/flaky.").get("Contents", [])
     assert [item["Key"].rsplit(".", 2)[-2] for item in done] == ["errors"]  # errors written, never the done mark
@@ -263,14 +255,12 @@ class _EndingContext:
         return 900_000 if self.calls >= 0 else self.left_ms
 
 
-def test_a_file_that_runs_out_of_time_stops_cleanly_and_is_raised(stack, tmp_path, monkeypatch):
-    from ferry.local import functions
-
+def test_a_file_that_runs_out_of_time_stops_cleanly_and_is_raised(stack, batch_app):
+    event, _ = _put(stack, "input/tiny-bert/slow.jsonl", jsonl(*(review(i) for i in range(100))))
     # the first question sets the margin (60 s of 900), then 2 checks pass: 64 records, and the third stops
-    monkeypatch.setattr(functions, "LambdaContext", lambda function_name, **_: _EndingContext(function_name, calls=3))
     with pytest.raises(BatchIncompleteError, match=r"input/tiny-bert/slow.jsonl: stopped with 30.0 s of the "
                                                    r"function's time left \(the margin is 60.0 s\) after 64 records"):
-        drop(stack, tmp_path, "slow.jsonl", jsonl(*(review(i) for i in range(100))))
+        call(batch_app, event, _EndingContext("BatchFunction", calls=3))
     assert nothing_left(stack, "output/tiny-bert/slow.")
 
 
@@ -296,8 +286,8 @@ def _put(stack: LocalStack, key: str, data: bytes) -> tuple[dict[str, Any], Any]
     return s3_event(bucket, key, head["ETag"], len(data)), s3
 
 
-def test_a_large_output_is_streamed_in_parts_and_joined_line_for_line(stack, tmp_path):
-    service = stack.functions["BatchFunction"].module.service
+def test_a_large_output_is_streamed_in_parts_and_joined_line_for_line(stack, batch_app):
+    service = batch_app.service
     ids = [f"{number:05d}-" + "i" * 30_000 for number in range(600)]  # each echoed: an output of about 18 MB
     lines = [json.dumps({"text": f"review {n}: {'great' if n % 2 else 'awful'}", "id": ids[n]}) for n in range(600)]
     lines[7] = json.dumps({"text": "", "id": "empty"})
@@ -319,8 +309,8 @@ def test_a_large_output_is_streamed_in_parts_and_joined_line_for_line(stack, tmp
         b'{"line": 8, "error": "the text is empty"}\n')
 
 
-def test_a_large_output_that_fails_half_way_leaves_no_part(stack, tmp_path):
-    service = stack.functions["BatchFunction"].module.service
+def test_a_large_output_that_fails_half_way_leaves_no_part(stack, batch_app):
+    service = batch_app.service
     lines = [json.dumps({"text": f"review {n}", "id": f"{n:05d}-" + "i" * 30_000}) for n in range(600)]
     event, s3 = _put(stack, "input/tiny-bert/cut.jsonl", jsonl(*lines))
     obj = next(objects_of(event))
@@ -334,48 +324,68 @@ def test_a_large_output_that_fails_half_way_leaves_no_part(stack, tmp_path):
 
 # -- issue 4: batch predictions are captured, once, with channel "batch" -----------------------------------------
 
-def _captures(stack: LocalStack, ids: set[str], count: int) -> dict[str, dict]:
-    table = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=stack.endpoint).Table(
-        stack.table_names["CaptureTable"])
+def _captures(stack: LocalStack, ids: set[str]) -> dict[str, dict]:
+    """The capture items of these prediction ids, once all are there (or the time is up), each looked up by its key:
+    a scan of the whole table takes seconds in moto once it holds thousands, and starves the capture function."""
+    dynamodb, table = stack.client("dynamodb"), stack.table_names["CaptureTable"]
     found: dict[str, dict] = {}
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        items = table.scan()["Items"]
-        found = {item["prediction_id"]: item for item in items if item["prediction_id"] in ids}
-        if len(found) >= count:
-            break
-        time.sleep(0.2)
-    return found
+
+    def look_up() -> dict[str, dict]:
+        missing = sorted(ids - set(found))
+        for start in range(0, len(missing), 100):  # BatchGetItem takes 100 keys
+            request: dict = {table: {"Keys": [{"prediction_id": {"S": i}} for i in missing[start:start + 100]],
+                                     "ConsistentRead": True}}
+            while request:  # what it did not get to this time, it names for the next
+                answer = dynamodb.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(table, []):
+                    found[item["prediction_id"]["S"]] = {name: _plain(value) for name, value in item.items()}
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    return wait_for(look_up, lambda seen: set(seen) >= ids, timeout=20)
+
+
+def _plain(value: dict) -> Any:
+    """A DynamoDB attribute value as the resource API gives it (strings and numbers are all these tests read)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    return TypeDeserializer().deserialize(value)
+
+
+def _await_delivered(stack: LocalStack, lines: int, since: int) -> int:
+    """Log lines delivered to subscriptions (the capture function) since `since`, once `lines` are (or 20 s on)."""
+    return wait_for(lambda: stack.delivered - since, lambda delivered: delivered >= lines, timeout=20)
 
 
 def test_batch_predictions_are_captured_once_with_channel_batch(stack, tmp_path):
     lines = [review(i) for i in range(40)]
     lines[20] = "{}"
+    delivered = stack.delivered
     outcome = drop(stack, tmp_path, "captured.jsonl", jsonl(*lines))
     assert (outcome["records"], outcome["predicted"], outcome["errors"]) == (40, 39, 1)
     rows, _ = outputs(stack, outcome)
     ids = {row["prediction_id"] for row in rows}
-    captured = _captures(stack, ids, 39)
+    assert _await_delivered(stack, 39, since=delivered) >= 39  # the capture lines reached the capture function
+    captured = _captures(stack, ids)
     assert set(captured) == ids
     assert {item["channel"] for item in captured.values()} == {"batch"}
     assert {item["label"] for item in captured.values()} <= {"negative", "positive"}
-    # the same object run again (its output deleted): the same ids, so the captures count nothing new
+    # the same object run again (its output deleted): the same ids, so the captures are duplicates, counted as such
+    # and written over nothing (each item keeps the first run's prediction time, epoch_ms, not the rerun's)
     s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
     for key in (outcome["output"], outcome["output"].replace(".predictions.", ".errors.")):
         s3.delete_object(Bucket=bucket, Key=key)
+    window = MetricWindow(stack.client("cloudwatch"))
     delivered = stack.delivered
     again = drop(stack, tmp_path, "captured.jsonl", jsonl(*lines))
     assert (again["records"], again["predicted"], again["errors"], again["skipped"]) == (40, 39, 1, False)
     assert {row["prediction_id"] for row in outputs(stack, again)[0]} == ids
-    deadline = time.time() + 20
-    while time.time() < deadline and stack.delivered < delivered + 39:
-        time.sleep(0.2)
-    assert stack.delivered >= delivered + 39  # the rerun's capture lines reached the capture function...
-    table = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=stack.endpoint).Table(
-        stack.table_names["CaptureTable"])
-    batch_items = [item for item in table.scan()["Items"] if item.get("channel") == "batch"
-                   and item["prediction_id"] in ids]
-    assert len(batch_items) == 39  # ...and added nothing
+    assert _await_delivered(stack, 39, since=delivered) >= 39  # the rerun's capture lines reached it too...
+    # ...which found every one already there (a late count of the first run's writes may fall in the window, so the
+    # writes are checked on the items: each as the first run wrote it)
+    counted = {("CaptureDuplicates", (("service", "ferry-capture"),)): 39}
+    assert window.await_totals(counted) == counted
+    assert _captures(stack, ids) == captured
 
 
 def test_api_predictions_are_captured_with_channel_api(stack):
@@ -384,7 +394,7 @@ def test_api_predictions_are_captured_with_channel_api(stack):
     event["pathParameters"]["model"] = "tiny-bert"
     response = stack.invoke("PredictFunction", event)
     ids = set(response["headers"]["x-ferry-prediction-ids"].split(","))
-    captured = _captures(stack, ids, len(ids))
+    captured = _captures(stack, ids)
     assert set(captured) == ids and {item["channel"] for item in captured.values()} == {"api"}
 
 

@@ -9,14 +9,13 @@ import os
 from dataclasses import asdict
 
 import pytest
-from test_batch import drop, nothing_left, outputs
 
 from ferry.local.stack import LocalStack
 from ferry.runtime.batch import READERS, BatchIncompleteError, BatchObject, Lines, max_line_bytes
 from ferry.runtime.chunks import item_of, join, plan
 from ferry.runtime.constants import DEFAULT_MAX_INPUT_CHARS, ENV_BATCH_CHUNK_BYTES
 
-from conftest import ROOT
+from helpers import ROOT, drop, nothing_left, outputs
 
 CHUNK_BYTES = 2000
 

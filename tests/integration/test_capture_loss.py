@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
 
 from ferry.local import template as tpl
@@ -15,7 +14,7 @@ from ferry.local.stack import REGION, LocalStack
 from ferry.runtime.capture import capture_line, decode_subscription_event
 from ferry.runtime.keys import usage_of
 
-from conftest import ROOT, offline_env, run_ferry
+from helpers import ROOT, offline_env, run_ferry
 
 NOON_MS = 1_795_953_600_000  # 2026-11-29T12:00:00Z
 KEY = "d" * 16
@@ -85,11 +84,10 @@ def test_a_failed_delivery_lands_in_the_dead_letter_queue_and_replays_from_there
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (f"replayed 1 message of CaptureDeadLetterQueue: 3 captures written to {table}, "
                                      "0 already there, 0 invalid; 3 counted toward their keys' usage")
-    items = boto3.resource("dynamodb", region_name=REGION, endpoint_url=stack.endpoint).Table(table)
+    items = stack.resource("dynamodb").Table(table)
     for number in (1, 2, 3, 4):
         assert "Item" in items.get_item(Key={"prediction_id": f"{number:032x}"})
-    usage = boto3.resource("dynamodb", region_name=REGION, endpoint_url=stack.endpoint).Table(
-        stack.table_names["UsageTable"])
+    usage = stack.resource("dynamodb").Table(stack.table_names["UsageTable"])
     assert usage_of(usage, KEY, "2026-11-29") == 4  # the 3 replayed and the one delivered, each counted once
     assert "Messages" not in sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0)
 

@@ -1,17 +1,22 @@
-"""The handlers called directly with the recorded events under events/, against an embedded moto server."""
+"""The handlers called with the recorded events under events/, against an embedded moto server: through the local
+stack (each function in its own worker process, as in Lambda), or, for the tests that replace a part of the
+handler, with functions/predict/app.py imported in this process as a unit test of the handler would."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import importlib.util
 import json
+import sys
 import time
 
 import pytest
 
+from ferry.local.context import LambdaContext
 from ferry.local.stack import LocalStack
 
-from conftest import ROOT, run_ferry
+from helpers import ROOT, run_ferry
 
 EVENTS = ROOT / "events"
 
@@ -133,17 +138,34 @@ def test_default_limits_from_both_sides(stack, inputs, status, message):
 # -- /healthz: cheap, public, loads nothing ------------------------------------------------------------------------
 
 @pytest.fixture()
-def fresh_service(stack, monkeypatch):
-    """The predict function with a service that has loaded nothing (as with FERRY_PRELOAD empty)."""
-    from ferry.runtime.service import PredictionService
+def predict_app(stack, monkeypatch):
+    """functions/predict/app.py imported in this process with the environment the stack gives the predict function,
+    but nothing preloaded (FERRY_PRELOAD empty): the stack's own predict function runs in a worker process, out of a
+    test's reach, and a test that replaces a part of the handler calls this module's handler instead."""
+    function = stack.functions["PredictFunction"]
+    for name, value in function.environment.items():
+        if name in function.variables or name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FERRY_PRELOAD", "")
+    spec = importlib.util.spec_from_file_location("ferry_test_predict_app", function.function.code_uri / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
 
-    module = stack.functions["PredictFunction"].module
-    service = PredictionService(module.settings)
-    monkeypatch.setattr(module, "service", service)
-    return service
+
+def call(module, event: dict) -> dict:
+    """The in-process handler's answer to an event, as the worker would call it."""
+    return module.lambda_handler(event, LambdaContext(function_name="PredictFunction", timeout_s=29))
 
 
-def test_healthz_lists_models_without_loading_reading_or_hashing_them(stack, fresh_service, monkeypatch):
+@pytest.fixture()
+def fresh_service(predict_app):
+    """The in-process predict function's service, which has loaded nothing (FERRY_PRELOAD is empty)."""
+    return predict_app.service
+
+
+def test_healthz_lists_models_without_loading_reading_or_hashing_them(predict_app, fresh_service, monkeypatch):
     from ferry.runtime import manifest, predictor
 
     def forbidden(*_args, **_kwargs):
@@ -152,13 +174,13 @@ def test_healthz_lists_models_without_loading_reading_or_hashing_them(stack, fre
     monkeypatch.setattr(predictor.Predictor, "load", forbidden)
     monkeypatch.setattr(manifest.Manifest, "load", forbidden)
     monkeypatch.setattr(manifest, "sha256_file", forbidden)
-    response = stack.invoke("PredictFunction", load_event("healthz.json"))
+    response = call(predict_app, load_event("healthz.json"))
     assert response["statusCode"] == 200
     assert json.loads(response["body"]) == {"status": "ok", "models": {"minilm": "available", "tiny-bert": "available"}}
     assert not fresh_service.store.is_loaded("tiny-bert") and not fresh_service.store.is_loaded("minilm")
 
 
-def test_healthz_says_loading_then_loaded(stack, fresh_service, monkeypatch):
+def test_healthz_says_loading_then_loaded(predict_app, fresh_service, monkeypatch):
     import threading
 
     from ferry.runtime.predictor import Predictor
@@ -175,33 +197,32 @@ def test_healthz_says_loading_then_loaded(stack, fresh_service, monkeypatch):
         deadline = time.time() + 10
         while fresh_service.store.status("tiny-bert") != "loading" and time.time() < deadline:
             time.sleep(0.01)
-        models = json.loads(stack.invoke("PredictFunction", load_event("healthz.json"))["body"])["models"]
+        models = json.loads(call(predict_app, load_event("healthz.json"))["body"])["models"]
         assert models == {"minilm": "available", "tiny-bert": "loading"}
     finally:
         release.set()
         thread.join(timeout=60)
-    models = json.loads(stack.invoke("PredictFunction", load_event("healthz.json"))["body"])["models"]
+    models = json.loads(call(predict_app, load_event("healthz.json"))["body"])["models"]
     assert models == {"minilm": "available", "tiny-bert": "loaded"}
 
 
-def test_healthz_is_503_only_without_any_model(stack, monkeypatch, tmp_path):
+def test_healthz_is_503_only_without_any_model(predict_app, monkeypatch, tmp_path):
     from ferry.runtime.service import PredictionService
     from ferry.runtime.settings import Settings
 
-    module = stack.functions["PredictFunction"].module
-    monkeypatch.setattr(module, "service", PredictionService(Settings(models_path=(tmp_path,))))
-    response = stack.invoke("PredictFunction", load_event("healthz.json"))
+    monkeypatch.setattr(predict_app, "service", PredictionService(Settings(models_path=(tmp_path,))))
+    response = call(predict_app, load_event("healthz.json"))
     assert response["statusCode"] == 503
     assert json.loads(response["body"])["error"] == {"code": "no_models",
                                                      "message": "no models found in the models path"}
 
 
-def test_model_readiness_stays_behind_auth_and_loads(stack, fresh_service):
+def test_model_readiness_stays_behind_auth_and_loads(stack, predict_app, fresh_service):
     event = load_event("healthz.json")
     event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/models/tiny-bert"
     event["routeKey"] = event["requestContext"]["routeKey"] = "GET /v1/models/{model}"
     event["pathParameters"] = {"model": "tiny-bert"}
-    response = stack.invoke("PredictFunction", event)
+    response = call(predict_app, event)
     assert response["statusCode"] == 200 and json.loads(response["body"])["status"] == "loaded"
     assert fresh_service.store.is_loaded("tiny-bert")
     assert "/v1/models/{model}" in [route.path for route in stack.routes if route.authorized]
@@ -209,23 +230,23 @@ def test_model_readiness_stays_behind_auth_and_loads(stack, fresh_service):
 
 # -- OutputMode ----------------------------------------------------------------------------------------------------
 
-def test_output_mode_top_returns_the_best_label_with_a_rounded_score(stack, monkeypatch):
+def test_output_mode_top_returns_the_best_label_with_a_rounded_score(predict_app, monkeypatch):
     import dataclasses
 
     from ferry.runtime.constants import TOP_SCORE_DECIMALS
     from ferry.runtime.service import PredictionService
 
-    module = stack.functions["PredictFunction"].module
+    module = predict_app
     event = load_event("predict.json", model="tiny-bert")
     event["body"] = json.dumps({"inputs": ["what a day", "so bad", "fine"], "parameters": {"top_k": 2}})
-    full = json.loads(stack.invoke("PredictFunction", copy.deepcopy(event))["body"])
+    full = json.loads(call(module, copy.deepcopy(event))["body"])
     assert [len(row) for row in full] == [2, 2, 2]
     top_settings = dataclasses.replace(module.settings, output_mode="top")
     monkeypatch.setattr(module, "service", PredictionService(top_settings, module.service.store))
-    top = json.loads(stack.invoke("PredictFunction", event)["body"])
+    top = json.loads(call(module, event)["body"])
     assert top == [[{"label": row[0]["label"], "score": round(row[0]["score"], TOP_SCORE_DECIMALS)}] for row in full]
     assert all(len(str(row[0]["score"]).split(".")[-1]) <= TOP_SCORE_DECIMALS for row in top)
-    embedded = stack.invoke("PredictFunction", load_event("embed.json"))
+    embedded = call(module, load_event("embed.json"))
     assert len(json.loads(embedded["body"])[0]) == 384  # embeddings are not affected
 
 
@@ -246,8 +267,8 @@ def with_key(event: dict, **context) -> dict:
 
 
 @pytest.mark.parametrize("endpoint", ["predict.json", "embed.json"])
-def test_a_key_over_its_quota_gets_429_with_retry_after_before_any_prediction(stack, monkeypatch, endpoint):
-    module = stack.functions["PredictFunction"].module
+def test_a_key_over_its_quota_gets_429_with_retry_after_before_any_prediction(predict_app, monkeypatch, endpoint):
+    module = predict_app
 
     def forbidden(*_args, **_kwargs):
         raise AssertionError("no prediction over the quota")
@@ -258,7 +279,7 @@ def test_a_key_over_its_quota_gets_429_with_retry_after_before_any_prediction(st
         event = load_event("predict-over-quota.json", model="tiny-bert")
     else:
         event = with_key(load_event(endpoint), key_id="k-1", quota_exceeded=True, retry_after=3600)
-    response = stack.invoke("PredictFunction", event)
+    response = call(module, event)
     assert response["statusCode"] == 429
     assert response["headers"]["Retry-After"] == "3600"
     assert json.loads(response["body"]) == {"error": {"code": "quota_exceeded", "message": (

@@ -12,7 +12,7 @@ import pytest
 
 from ferry.local.stack import LocalStack
 
-from conftest import ROOT
+from helpers import ROOT
 
 MAX_INPUTS, MAX_CHARS, MAX_BYTES = 3, 500, 1200
 EMPTY = len('{"inputs": ""}')  # the bytes a body of one text has besides the text

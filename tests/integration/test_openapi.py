@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_serve import Server
+
+from helpers import Server
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

@@ -5,65 +5,15 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, offline_env
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    def __init__(self, layers, *extra: str):
-        self.port = _free_port()
-        env = offline_env()
-        env.pop("HF_HUB_OFFLINE")  # InferenceClient refuses even 127.0.0.1 when it is set (STACK.md)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ferry.cli", "serve", "--port", str(self.port), "--layers-dir", str(layers), *extra],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        seen = []
-        for _ in range(200):  # the banner comes after the stack is up; function logs may come first
-            line = self.process.stdout.readline()
-            seen.append(line)
-            match = re.search(r"at (http://\S+) \(embedded AWS at (http://\S+)\)", line)
-            if match or not line:
-                break
-        assert match, "".join(seen)
-        self.url, self.aws = match.group(1), match.group(2)
-        self.lines: list[str] = []
-        # keep reading the server's output, or its logs would fill the pipe and stall it
-        self._drain = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
-        self._drain.start()
-
-    def request(self, method: str, path: str, body=None, headers=None, raw: bytes | None = None):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        headers = {"Content-Type": "application/json", **(headers or {})} if data is not None else (headers or {})
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), json.loads(error.read() or b"null")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=15)
-        self._drain.join(timeout=5)
-        return code
+from helpers import ROOT, MetricWindow, Server, free_port, offline_env
 
 
 @pytest.fixture(scope="module")
@@ -238,40 +188,27 @@ def _cloudwatch(server):
                         aws_access_key_id="x", aws_secret_access_key="x")
 
 
-def _metric_sum(cloudwatch, name: str, dimensions: dict[str, str]) -> float:
-    now = time.time()
-    answer = cloudwatch.get_metric_statistics(
-        Namespace="Ferry", MetricName=name, Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
-        StartTime=now - 3600, EndTime=now + 60, Period=60, Statistics=["Sum", "SampleCount"])
-    return sum(point["Sum"] for point in answer["Datapoints"])
-
-
 def test_emf_metrics_reach_the_embedded_cloudwatch(server):
-    cloudwatch = _cloudwatch(server)
     _, _, described = server.request("GET", "/v1/models/tiny-bert")
-    by_label = {"model": "tiny-bert", "version": described["version"]}
-    before = {label: _metric_sum(cloudwatch, "Predictions", {**by_label, "label": label})
-              for label in ("negative", "positive")}
+    by_model = {"model": "tiny-bert", "version": described["version"]}
+    errors = {"service": "ferry-predict", "code": "invalid_request"}
+    window = MetricWindow(_cloudwatch(server))  # what this test's two requests count, and nothing earlier tests did
+    sent = time.monotonic()
     status, _, body = server.request("POST", "/v1/models/tiny-bert/predict",
                                      {"inputs": ["what a great day", "this is awful", "fine", "love it"]})
+    round_trip_ms = (time.monotonic() - sent) * 1000
     assert status == 200
-    made = {label: sum(1 for row in body if row[0]["label"] == label) for label in ("negative", "positive")}
-    deadline, counted = time.time() + 10, {}
-    while time.time() < deadline:
-        counted = {label: _metric_sum(cloudwatch, "Predictions", {**by_label, "label": label}) - before[label]
-                   for label in made}
-        if counted == made:
-            break
-        time.sleep(0.2)
-    assert counted == made  # one count per prediction, by the label it got, from the capture lines' EMF
-    assert _metric_sum(cloudwatch, "Latency", by_label) > 0
-    assert _metric_sum(cloudwatch, "BatchSize", by_label) >= 4
     assert server.request("POST", "/v1/models/tiny-bert/predict", {"inputs": 3})[0] == 400
-    deadline = time.time() + 10
-    while time.time() < deadline and not _metric_sum(cloudwatch, "Errors", {"service": "ferry-predict",
-                                                                             "code": "invalid_request"}):
-        time.sleep(0.2)
-    assert _metric_sum(cloudwatch, "Errors", {"service": "ferry-predict", "code": "invalid_request"}) >= 1
+    made = {label: sum(1 for row in body if row[0]["label"] == label) for label in ("negative", "positive")}
+    expected = {("Predictions", tuple({**by_model, "label": label}.items())): count for label, count in made.items()}
+    expected |= {("BatchSize", tuple(by_model.items())): 4, ("Errors", tuple(errors.items())): 1}
+    # one count per prediction by the label it got, and the request's batch size, from the capture lines' EMF;
+    # the 400 counted once by its code, through Powertools Metrics
+    assert window.await_totals(expected) == expected
+    latency, requests = window.statistics("Latency", by_model)
+    assert requests == 1 and 0 < latency <= round_trip_ms  # the one request's, measured inside what the client saw
+    assert window.statistics("BatchSize", by_model) == (4, 1)
+    assert window.statistics("Errors", errors) == (1, 1)
 
 
 def test_api_key_goes_through_the_lambda_authorizer(serving_layers):
@@ -293,7 +230,7 @@ def test_api_key_goes_through_the_lambda_authorizer(serving_layers):
 
 
 def test_a_short_api_key_is_refused(serving_layers):
-    result = subprocess.run([sys.executable, "-m", "ferry.cli", "serve", "--port", str(_free_port()),
+    result = subprocess.run([sys.executable, "-m", "ferry.cli", "serve", "--port", str(free_port()),
                              "--layers-dir", str(serving_layers), "--api-key", "short"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, env=offline_env())
     assert result.returncode == 2 and "--api-key: an API key needs at least 16 characters" in result.stderr

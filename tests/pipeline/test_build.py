@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import onnxruntime
 import pytest
 
 from ferry.layer import BuildConfig, GateFailedError, GateThresholds, SizeLimitError, build_layer
 from ferry.runtime import Manifest, sha256_file
+from ferry.runtime.manifest import ParityRecord
 
-from conftest import TINY_GATE, run_ferry
+from helpers import TINY_GATE, run_ferry
 from tiny_models import corrupt_for_int8
 
 
@@ -27,7 +29,7 @@ def test_manifest_records_everything_the_runtime_and_monitor_need(bert_build, ev
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json"}
     assert manifest["onnx"]["opset"] >= 14
     assert manifest["onnx"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert manifest["onnxruntime_version"]
+    assert manifest["onnxruntime_version"] == onnxruntime.__version__  # the one that built and checked it
     assert manifest["quantization"]["per_channel"] is True
     assert manifest["quantization"]["reduce_range"] is True  # x86_64: safe without VNNI
     assert manifest["quantization"]["quantized_nodes"]["MatMulInteger"] >= 12  # 2 layers x (q, k, v, o, ffn x2)
@@ -44,26 +46,29 @@ def test_manifest_records_everything_the_runtime_and_monitor_need(bert_build, ev
     assert 0.5 <= ref["top_score"]["edges"][0] <= ref["top_score"]["edges"][-1] <= 1.0
     assert set(ref["label_share"]) == {"negative", "positive"}
     assert manifest["load"]["heavy_modules"] == []
-    Manifest.load(bert_build.model_dir).verify(bert_build.model_dir)
+    loaded = Manifest.load(bert_build.model_dir)
+    loaded.verify(bert_build.model_dir)
+    assert loaded == bert_build.manifest  # the result carries the manifest as written
+    assert loaded.to_dict() == manifest and list(loaded.to_dict()) == list(manifest)  # read back unchanged
 
 
 def test_int8_is_smaller_and_distilbert_builds_without_token_type_ids(bert_build, distilbert_build):
     assert bert_build.int8_bytes < 0.5 * bert_build.fp32_bytes
     manifest = distilbert_build.manifest
-    assert manifest["onnx"]["inputs"] == ["input_ids", "attention_mask"]
-    assert manifest["source"]["model_type"] == "distilbert"
-    assert manifest["parity"]["passed"]
+    assert manifest.onnx["inputs"] == ["input_ids", "attention_mask"]
+    assert manifest.source["model_type"] == "distilbert"
+    assert manifest.parity.passed
 
 
 def test_built_in_sentences_are_the_default_eval_set_and_arm64_uses_full_range(tiny_distilbert, tmp_path):
     result = build_layer(BuildConfig(model=str(tiny_distilbert), task="text-classification", out=tmp_path,
                                      name="no-eval", arch="arm64", gate=GateThresholds(**TINY_GATE)))
-    assert result.manifest["arch"] == "arm64"
-    assert result.manifest["quantization"]["reduce_range"] is False
-    parity = result.manifest["parity"]
-    assert parity["eval_data"] == "built-in sentences" and parity["texts"] == 81
-    assert parity["accuracy_fp32"] is None  # no labels, so agreement and logits only
-    assert parity["agreement"] >= 0.95
+    assert result.manifest.arch == "arm64"
+    assert result.manifest.quantization["reduce_range"] is False
+    parity = result.manifest.parity
+    assert parity.eval_data == "built-in sentences" and parity.texts == 81
+    assert parity.accuracy_fp32 is None  # no labels, so agreement and logits only
+    assert parity.agreement >= 0.95
 
 
 def test_gate_fails_a_model_int8_cannot_represent(tiny_bert, eval_csv, tmp_path):
@@ -78,6 +83,20 @@ def test_gate_fails_a_model_int8_cannot_represent(tiny_bert, eval_csv, tmp_path)
     assert parity["accuracy_drop_points"] > 5
     assert "points under fp32" in str(caught.value)
     assert not out.exists()  # created for the build, removed with it
+
+
+def test_gate_fails_an_embedder_whose_int8_vectors_miss_the_minimum_cosine(tiny_bert, tmp_path):
+    """No int8 model matches fp32 exactly: a min_cosine of 1.0 must fail, on the worst text's cosine."""
+    out = tmp_path / "layers"
+    with pytest.raises(GateFailedError, match=r"parity gate failed: minimum cosine 0\.\d{4} is under min_cosine 1\.0 "
+                                              r"\(mean 0\.\d{4}\)") as caught:
+        build_layer(BuildConfig(model=str(tiny_bert), task="feature-extraction", out=out, name="embedder",
+                                gate=GateThresholds(min_cosine=1.0)))
+    parity = ParityRecord.from_dict(caught.value.parity, "the gate")
+    assert parity.task == "feature-extraction" and parity.texts == 81 and not parity.passed
+    assert parity.min_cosine < 1.0 and parity.min_cosine <= parity.mean_cosine
+    assert parity.mean_cosine > 0.9  # close, as int8 is: the strict bound, not a broken export, fails it
+    assert not out.exists()
 
 
 def test_gate_failure_through_the_cli_exits_1_and_leaves_out_untouched(tiny_distilbert, eval_csv, tmp_path):
@@ -113,7 +132,7 @@ def test_rebuild_replaces_the_layer_whole(distilbert_build, tiny_distilbert, tmp
     stale.write_text("left over")
     result = build_layer(BuildConfig(model=str(tiny_distilbert), task="text-classification", out=out,
                                      name="tiny-distilbert", max_length=32, gate=GateThresholds(**TINY_GATE)))
-    assert result.manifest["max_length"] == 32
+    assert result.manifest.max_length == 32
     assert not stale.exists()
     assert [p.name for p in out.iterdir()] == ["tiny-distilbert"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from ferry.runtime import Predictor
 
-from conftest import run_ferry
+from helpers import run_ferry
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,11 @@ import threading
 import numpy as np
 import pytest
 
-from ferry.runtime import IntegrityError, ModelNotFoundError, Predictor
+from ferry.runtime import IntegrityError, ModelNotFoundError, Predictor, UnsupportedTaskError
+from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.exceptions import NoModelsError
 from ferry.runtime.predictor import sigmoid, softmax
-from ferry.runtime.service import ModelStore, PredictionService
+from ferry.runtime.service import ModelStore, Options, PredictionService
 from ferry.runtime.settings import Settings, SettingsError
 
 
@@ -153,3 +155,38 @@ def test_capture_lines_carry_the_text_only_when_configured_and_survive_delivery(
     items = [to_item(record, ttl_days=90) for record in records]
     assert [item.get("text") for item in items] == (texts if keep_text else [None, None])
     assert all(item["label"] == row[0]["label"] for item, row in zip(items, answer.payload, strict=True))
+
+
+def test_predict_does_what_the_model_s_task_does_and_checks_an_endpoint_s_task(models):
+    service = PredictionService(Settings(models_path=(models,), ort_threads=1))
+    answer = service.predict("tiny-bert", ["what a day", "so bad"], Options(top_k=1))
+    assert answer.task == TEXT_CLASSIFICATION and [len(row) for row in answer.payload] == [1, 1]
+    assert service.predict("tiny-bert", "one text", task=TEXT_CLASSIFICATION).payload[0][0]["label"] in {
+        "negative", "positive"}
+    wrong = "model 'tiny-bert' is text-classification: use /predict, not /embed"
+    with pytest.raises(UnsupportedTaskError, match=wrong):
+        service.predict("tiny-bert", "x", task=FEATURE_EXTRACTION)
+    with pytest.raises(UnsupportedTaskError, match="use /predict, not /embed"):
+        service.embed("tiny-bert", "x")
+
+
+def test_the_cli_s_service_has_no_request_limits_and_keys_nothing(models, monkeypatch):
+    monkeypatch.setenv("FERRY_STACK_SECRET", "not for the cli")
+    service = PredictionService.for_models([models])
+    answer = service.predict("tiny-bert", ["x " * 6000] * 70)  # over the API's 64 texts and 10,000 characters
+    assert len(answer.payload) == len(answer.captures) == 70
+    assert not any("text_hmac" in record or "text" in record for record in answer.captures)
+
+
+def test_what_the_models_routes_show(models, tmp_path):
+    service = PredictionService(Settings(models_path=(models,), ort_threads=1))
+    assert [(entry["name"], entry["status"]) for entry in service.models()] == [
+        ("tiny-bert", "available"), ("tiny-distilbert", "available")]
+    assert service.health() == {"status": "ok", "models": {"tiny-bert": "available", "tiny-distilbert": "available"}}
+    described = service.describe("tiny-bert")
+    assert described["status"] == "loaded" and described["name"] == "tiny-bert"
+    assert {"quantization", "parity", "created_at", "onnxruntime_version"} <= set(described)
+    assert described["parity"]["passed"] is True
+    assert service.tasks() == {"tiny-bert": TEXT_CLASSIFICATION, "tiny-distilbert": TEXT_CLASSIFICATION}
+    with pytest.raises(NoModelsError, match="no models found in the models path"):
+        PredictionService(Settings(models_path=(tmp_path,))).health()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 
 import pytest
 
-from ferry.runtime.metrics import classification_metrics
-from ferry.train import PREDICTIONS_DIR, REPORT_FILE, TrainConfig, train
+from ferry.layer import BuildConfig, GateThresholds, ModelSourceError, build_layer
+from ferry.metrics import classification_metrics
+from ferry.runtime import Manifest
+from ferry.train import PREDICTIONS_DIR, REPORT_FILE, TrainConfig, TrainingReport, train
 
-from conftest import run_ferry
+from helpers import run_ferry
 
 QUICK = {"steps": 40, "batch_size": 16, "max_length": 48, "max_train_texts": 600, "max_eval_texts": 200,
          "frozen_layers": 1, "train_eval_texts": 200,
@@ -25,10 +28,10 @@ def trained(tiny_bert, tmp_path_factory):
 
 def test_short_run_learns_well_above_the_majority_class(trained):
     result, _ = trained
-    test = result.report["splits"]["test"]
-    majority = max(m["support"] for m in test["per_class"].values()) / test["n"]
-    assert test["accuracy"] > majority + 0.1
-    assert result.report["steps"] == 40 and len(result.report["history"]) == 2
+    test = result.training_report.splits["test"]
+    majority = max(m.support for m in test.per_class.values()) / test.n
+    assert test.accuracy > majority + 0.1
+    assert result.training_report.steps == 40 and len(result.training_report.history) == 2
 
 
 def test_model_folder_has_labels_in_its_config_and_a_tokenizer(trained):
@@ -47,32 +50,35 @@ def test_report_figures_match_a_recount_of_the_saved_predictions(trained):
         labels = ["negative", "positive"]
         recount = classification_metrics([labels.index(r["label"]) for r in rows],
                                          [labels.index(r["predicted"]) for r in rows], labels)
-        assert recount == result.report["splits"][split]
+        assert recount == result.training_report.splits[split]
+        assert recount.to_dict() == result.training_report.to_dict()["splits"][split]
         assert Counter(r["label"] for r in rows) == Counter(
-            {label: m["support"] for label, m in recount["per_class"].items()})
+            {label: m.support for label, m in recount.per_class.items()})
     saved = json.loads((out / REPORT_FILE).read_text())
-    assert saved["splits"]["test"]["confusion"] == result.report["splits"]["test"]["confusion"]
+    assert saved["splits"]["test"]["confusion"] == result.training_report.splits["test"].to_dict()["confusion"]
+    assert saved["schema_version"] == 1
+    assert TrainingReport.load(out) == result.training_report  # the file reads back into what train returned
 
 
 def test_same_seed_same_model(trained, tiny_bert, tmp_path):
     first, _ = trained
     again = train(TrainConfig(base=str(tiny_bert), data="default", out=tmp_path / "again", **QUICK))
-    assert again.report["splits"]["test"] == first.report["splits"]["test"]
-    assert again.report["history"][-1]["loss"] == first.report["history"][-1]["loss"]
+    assert again.training_report.splits["test"] == first.training_report.splits["test"]
+    assert again.training_report.history[-1].loss == first.training_report.history[-1].loss
 
 
 def test_budget_plans_fewer_steps_and_still_finishes(tiny_bert, tmp_path):
     result = train(TrainConfig(base=str(tiny_bert), data="default", out=tmp_path / "m",
                                **{**QUICK, "steps": 100000}, max_minutes=0.5))
-    assert result.report["stopped_early"].startswith("--max-minutes 0.5: planned")
-    assert result.report["steps"] < 100000 and result.report["wall_seconds"] < 30 + 15
-    assert len(result.report["history"]) <= QUICK["validations"] + 1  # replanning never loops on validations
+    assert result.training_report.stopped_early.startswith("max_minutes 0.5: planned")
+    assert result.training_report.steps < 100000 and result.training_report.wall_seconds < 30 + 15
+    assert len(result.training_report.history) <= QUICK["validations"] + 1  # replanning never loops on validations
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--data", "{missing}"], "--data {missing}: no such file (or use --data default)"),
+        (["--data", "{missing}"], "--data {missing}: no such file (or use 'default', the bundled tweets)"),
         (["--data", "{onelabel}"], "needs at least two labels"),
         (["--data", "{ragged}"], "ragged.csv:3: ragged row: 3 fields, the header has 2"),
         (["--data", "{latin1}"], "latin1.csv:2: not valid UTF-8"),
@@ -100,12 +106,38 @@ def test_bad_training_input_is_a_clear_error(args, message, tiny_bert, tmp_path)
 
 
 def test_an_accuracy_under_the_floor_is_a_warning_that_says_what_to_do(trained):
-    from ferry.cli import accuracy_warning
+    from ferry.commands.train import accuracy_warning
 
     result, out = trained
-    accuracy = result.report["splits"]["test"]["accuracy"]
-    assert accuracy_warning(result.report, out, None) is None
-    assert accuracy_warning(result.report, out, accuracy - 0.01) is None
-    warning = accuracy_warning(result.report, out, accuracy + 0.01)
+    report = result.training_report
+    accuracy = report.splits["test"].accuracy
+    assert accuracy_warning(report, out, None) is None
+    assert accuracy_warning(report, out, accuracy - 0.01) is None
+    warning = accuracy_warning(report, out, accuracy + 0.01)
     assert warning and f"test accuracy {accuracy:.4f} is under" in warning
     assert "40 steps" in warning and str(out) in warning and "TRAIN_MINUTES" in warning
+
+
+def test_the_build_records_the_training_reports_headline(trained, tmp_path):
+    result, out = trained
+    lenient = GateThresholds(max_accuracy_drop=100.0, min_agreement=0.0)  # the gate is not what is tested here
+    built = build_layer(BuildConfig(model=str(out), task="text-classification", out=tmp_path / "layers",
+                                    name="sentiment", gate=lenient))
+    training = Manifest.load(built.model_dir).training
+    assert training == result.training_report.summary()
+    test = result.training_report.splits["test"]
+    assert training.base == result.training_report.base and training.steps == 40
+    assert training.test_accuracy == round(test.accuracy, 4)
+    assert training.test_recall == {label: round(m.recall, 4) for label, m in test.per_class.items()}
+
+
+def test_a_malformed_training_report_fails_the_build_before_any_export(trained, tmp_path):
+    _, out = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    report = json.loads((broken / REPORT_FILE).read_text())
+    report["splits"]["test"]["macro_f1"] = None
+    (broken / REPORT_FILE).write_text(json.dumps(report))
+    with pytest.raises(ModelSourceError, match=r"training_report\.json: splits\.test\.macro_f1 must be a number"):
+        build_layer(BuildConfig(model=str(broken), task="text-classification", out=tmp_path / "layers"))
+    assert not (tmp_path / "layers").exists()

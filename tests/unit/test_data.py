@@ -80,3 +80,13 @@ def test_bundled_corpus_is_repaired_and_counted():
     assert not any("\ufffd" in example.text for example in corpus.examples)
     three = load_corpus(labels=("negative", "neutral", "positive"))
     assert len(three.examples) == 38158
+
+
+def test_a_data_error_is_a_ferry_error_about_a_bad_argument(tmp_path):
+    from ferry.exceptions import FerryError
+
+    with pytest.raises(FerryError) as caught:
+        read_examples(tmp_path / "missing.csv")
+    assert isinstance(caught.value, DataError)
+    assert (caught.value.code, caught.value.exit_status, caught.value.status) == ("invalid_data", 2, 400)
+    assert caught.value.path == tmp_path / "missing.csv" and caught.value.line is None

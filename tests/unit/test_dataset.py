@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -29,28 +27,50 @@ def test_duplicates_merge_by_majority_and_ties_are_dropped_and_counted():
                      "rows_dropped": 2}
 
 
+# Splits computed once and written here: a split must never change between runs, processes, machines or
+# versions (a model's test figures would silently mix in texts it trained on). Python's own hash() is salted
+# per process, so any split derived from it fails these.
+SPLIT_OF = {"text number 0": "train", "text number 1": "test", "text number 2": "train",
+            "text number 10": "validation", "text number 22": "test", "some text": "train", "": "validation",
+            "g": "validation", "i": "validation", "k": "train"}
+SPLIT_OF_THIRDS = {"text number 0": "validation", "text number 1": "test", "text number 3": "train",
+                   "text number 5": "test", "text number 7": "train"}
+
+
+def test_split_of_is_a_fixed_function_of_the_text():
+    assert {text: split_of(text) for text in SPLIT_OF} == SPLIT_OF
+    assert {text: split_of(text, (0.34, 0.33, 0.33)) for text in SPLIT_OF_THIRDS} == SPLIT_OF_THIRDS
+
+
 def test_splits_follow_the_normalised_text_and_their_fractions():
-    assert split_of("some text") == split_of("some text")
     texts = [f"text number {i}" for i in range(4000)]
     dataset = build_dataset([(t, "a" if i % 2 else "b", None) for i, t in enumerate(texts)], ("a", "b"), "x")
     sizes = {name: len(rows) for name, rows in dataset.splits.items()}
-    assert abs(sizes["train"] - 3200) < 120 and abs(sizes["validation"] - 400) < 80 and abs(sizes["test"] - 400) < 80
+    assert sizes == {"train": 3221, "validation": 382, "test": 397}  # about 80/10/10, exactly these
     # a near-copy normalises to the same text, so it can only ever land in the same split
-    assert split_of(normalize_text("Text Number 7 http://x.y")) == split_of(normalize_text("text number 7"))
+    assert normalize_text("Text Number 1 http://x.y") == "text number 1"
+    assert split_of(normalize_text("Text Number 1 http://x.y")) == "test"
 
 
-def test_splits_are_the_same_in_another_process():
-    dataset = load_dataset("default")
-    here = {name: [row.text for row in rows[:50]] for name, rows in dataset.splits.items()}
-    probe = ("import json; from ferry.data.dataset import load_dataset; d = load_dataset('default'); "
-             "print(json.dumps({n: [r.text for r in rows[:50]] for n, rows in d.splits.items()}))")
-    other = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                      check=True, env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout)
-    assert other == here
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled tweets as a binary dataset, read once for the tests that only read it."""
+    return load_dataset("default")
 
 
-def test_bundled_dataset_matches_the_measured_corpus():
-    binary = load_dataset("default")
+def test_the_bundled_splits_are_the_measured_ones(bundled):
+    """The figures of the default model (STACK.md) were measured on these splits of the bundled tweets."""
+    dataset = bundled
+    assert {name: len(rows) for name, rows in dataset.splits.items()} == {"train": 18097, "validation": 2255,
+                                                                           "test": 2221}
+    first = {name: rows[0].text for name, rows in dataset.splits.items()}
+    assert first["train"].startswith("I just don't trust my life in google's hands #driverless")
+    assert first["validation"].startswith("I look at Google")
+    assert first["test"].startswith("There is an acceptable level of risk with all new technology")
+
+
+def test_bundled_dataset_matches_the_measured_corpus(bundled):
+    binary = bundled
     assert binary.labels == ("negative", "positive")
     assert binary.stats["repaired_rows"] == 4934
     texts = {name: {normalize_text(row.text) for row in rows} for name, rows in binary.splits.items()}

@@ -63,7 +63,7 @@ def test_a_key_stored_the_old_way_still_authorizes(table):
     assert check_key(table, old) == legacy_key_id(old)
     # any string given to `ferry serve --api-key` is stored and found the same way
     assert store_key(table, "my-local-key-0123456789", "serve") == legacy_key_id("my-local-key-0123456789")
-    assert check_key(table, "my-local-key-0123456789") is not None
+    assert check_key(table, "my-local-key-0123456789") == legacy_key_id("my-local-key-0123456789")
 
 
 def test_an_old_key_that_happens_to_look_like_a_new_one_is_still_found(table):

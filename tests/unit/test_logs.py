@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
+import os
 import threading
 import time
 
 import pytest
 
-from ferry.local.logs import FilterPattern, LogDelivery, LogRouter, Subscription, emf_metric_data
+from ferry.local.logs import FilterPattern, LogDelivery, LogStream, Subscription, emf_metric_data
 from ferry.runtime.capture import (
     capture_line,
     capture_lines,
@@ -106,32 +106,59 @@ def test_lines_that_are_not_valid_emf_give_no_metrics(line):
     assert emf_metric_data(line) == []
 
 
-def test_the_router_files_each_threads_lines_under_its_function_and_still_echoes(capsys):
-    seen: list[tuple[str, int, str]] = []
-    router = LogRouter(seen.append)
-    router.install()
-    try:
-        def function(group: str, count: int) -> None:
-            with router.group(group):
-                for index in range(count):
-                    print(f"{group} line {index}")
-                sys.stdout.write("no newline at the end")
+MARKER = "\x1emarker "
 
-        threads = [threading.Thread(target=function, args=(f"/aws/lambda/f{n}", 50)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        print("outside any function")
-    finally:
-        router.uninstall()
-    assert sys.stdout is not router
-    for n in range(4):
-        group = f"/aws/lambda/f{n}"
-        lines = [message for name, _, message in seen if name == group]
-        assert lines == [f"{group} line {index}" for index in range(50)] + ["no newline at the end"]
-    assert all("outside" not in message for _, _, message in seen)
-    assert "outside any function" in capsys.readouterr().out
+
+def stream_of(chunks: list[bytes]):
+    """A pipe's read end, with `chunks` written into it (and then closed) from another thread."""
+    read, write = os.pipe()
+
+    def writer() -> None:
+        with os.fdopen(write, "wb", buffering=0) as sink:
+            for chunk in chunks:
+                sink.write(chunk)
+                time.sleep(0.001)
+
+    threading.Thread(target=writer, daemon=True).start()
+    return os.fdopen(read, "rb")
+
+
+def test_a_stream_files_each_line_under_its_group_and_echoes_it():
+    seen: list[tuple[str, int, str]] = []
+    echoed: list[str] = []
+    chunks = [b"first li", b"ne\nsecond line\n\n   \n", "caf\u00e9 \u2615\n".encode(), b"\xff not utf-8\n",
+              b"no newline at the end"]
+    stream = LogStream(stream_of(chunks), "/aws/lambda/f", seen.append, MARKER, echoed.append).start()
+    stream.join(timeout=10)
+    assert [message for _, _, message in seen] == ["first line", "second line", "caf\u00e9 \u2615",
+                                                   "\ufffd not utf-8", "no newline at the end"]  # blank lines: none
+    assert {group for group, _, _ in seen} == {"/aws/lambda/f"} and all(stamp > 0 for _, stamp, _ in seen)
+    assert echoed == [message for _, _, message in seen]
+    assert list(stream.tail) == echoed
+
+
+def test_a_marker_says_how_far_the_stream_has_been_filed_and_is_no_log_line():
+    seen: list[tuple[str, int, str]] = []
+    read, write = os.pipe()
+    stream = LogStream(os.fdopen(read, "rb"), "/g", seen.append, MARKER).start()
+    os.write(write, b"one\n" + f"{MARKER}1\n".encode())
+    assert stream.wait_flushed(1, timeout=10) and [message for _, _, message in seen] == ["one"]
+    os.write(write, b"two\n")
+    assert not stream.wait_flushed(2, timeout=0.05)  # marker 2 has not come
+    os.write(write, f"{MARKER}x\n".encode())  # not a marker: a line like any other
+    os.close(write)
+    assert stream.wait_flushed(2, timeout=10)  # the stream ended: nothing more can come
+    assert [message for _, _, message in seen] == ["one", "two", f"{MARKER}x"]
+
+
+def test_an_echo_that_fails_does_not_stop_the_filing():
+    seen: list[tuple[str, int, str]] = []
+
+    def broken(line: str) -> None:
+        raise BrokenPipeError("the terminal is gone")
+
+    LogStream(stream_of([b"a\nb\n"]), "/g", seen.append, MARKER, broken).start().join(timeout=10)
+    assert [message for _, _, message in seen] == ["a", "b"]
 
 
 def lines_of(event: dict) -> list[tuple[int, str]]:
@@ -256,3 +283,26 @@ def test_a_malformed_emf_line_does_not_stop_delivery(line):
     assert delivery.alive
     delivery.stop()
     assert seen == [[(2, '{"a": "later"}')]]
+
+
+def test_abandoned_delivery_counts_what_is_left_lost_without_retrying_or_dead_lettering():
+    """The stack going away: its destinations fail because they are stopping, and its queues go with it."""
+    entered, release = threading.Event(), threading.Event()
+    calls: list[dict] = []
+
+    def stopping(event):
+        calls.append(event)
+        entered.set()
+        release.wait(10)
+        raise RuntimeError("the function is stopped")
+
+    delivery = LogDelivery([Subscription(*SUBSCRIBED, stopping, lambda *_: pytest.fail("dead-lettered"))], None,
+                           retry_delays=(5, 5)).start()
+    delivery.put(("/g", 1, '{"a": "in flight"}'))
+    assert entered.wait(10)
+    delivery.put(("/g", 2, '{"a": "queued"}'))
+    delivery.abandon()
+    release.set()
+    delivery.join(timeout=10)
+    assert not delivery.alive and len(calls) == 1  # no retry
+    assert (delivery.delivered, delivery.dead_lettered, delivery.lost) == (0, 0, 2)

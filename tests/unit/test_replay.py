@@ -12,6 +12,7 @@ from moto import mock_aws
 from ferry.cli import main
 from ferry.runtime.capture import capture_line, encode_subscription_event
 from ferry.runtime.keys import usage_of
+from ferry.runtime.replay import replay_dead_letters
 
 ROOT = Path(__file__).resolve().parents[2]
 NOON_MS = 1_795_953_600_000  # 2026-11-29T12:00:00Z
@@ -38,6 +39,8 @@ def aws(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # an empty receive waits wait_s (1 s) before the queue counts as drained; moto holds no message back
+    monkeypatch.setitem(replay_dead_letters.__kwdefaults__, "wait_s", 0)
     with mock_aws():
         dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
         for name, schema in {"captures": [("prediction_id", "HASH")],

@@ -1,13 +1,14 @@
-"""template.yaml: what the local stack reads from it, and what SAM CLI makes of it (test_deploy.py: what deploys)."""
+"""template.yaml: what the local stack reads from it (tests/integration: test_sam.py, what SAM CLI makes of it;
+test_deploy.py, what deploys)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import pytest
 
+from ferry.exceptions import EXIT_USAGE, FerryError
 from ferry.local import template as tpl
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_routes_tables_and_functions_come_from_the_template():
@@ -33,35 +34,44 @@ def test_routes_tables_and_functions_come_from_the_template():
         assert (function.code_uri / "app.py").is_file()
 
 
-SAM = ROOT / ".venv-sam" / "bin" / "sam"
-SAM_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+def test_what_the_stack_acts_on_comes_from_the_template_as_plain_data():
+    template = tpl.load_template(ROOT / "template.yaml")
+    functions = tpl.functions(template, ROOT)
+    capture, predict, batch = functions["CaptureFunction"], functions["PredictFunction"], functions["BatchFunction"]
+    assert (capture.dead_letter_queue, batch.dead_letter_queue, predict.dead_letter_queue) == (
+        "CaptureDeadLetterQueue", "BatchDeadLetterQueue", None)
+    assert (predict.log_group, capture.timeout_s, predict.timeout_s) == ("PredictLogGroup", 60.0, 29.0)
+    assert predict.environment["POWERTOOLS_METRICS_NAMESPACE"] == "Ferry"  # from the Globals
+    assert predict.environment["POWERTOOLS_SERVICE_NAME"] == "ferry-predict"  # its own
+    filters = {(found.function, found.destination) for found in tpl.subscription_filters(template)}
+    assert filters == {("PredictFunction", "CaptureFunction"), ("BatchFunction", "CaptureFunction")}
+    assert all(found.pattern.matches('{"capture": {"prediction_id": "x"}}')
+               for found in tpl.subscription_filters(template))
+    assert set(tpl.queues(template)) == {"CaptureDeadLetterQueue", "BatchDeadLetterQueue"}
+    assert tpl.overridable(template, batch) == {"FERRY_BATCH_CHUNK_BYTES"}
+    assert "FERRY_STACK_SECRET" not in tpl.overridable(template, predict)  # a !Sub, not a parameter
 
 
-def test_sam_validate_lint():
-    assert SAM.exists(), "aws-sam-cli is installed by `make test` into .venv-sam"
-    command = [str(SAM), "validate", "--lint", "--region", "us-east-1", "-t", str(ROOT / "template.yaml")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SAM_ENV, check=False)
-    assert result.returncode == 0 and "is a valid SAM Template" in result.stdout + result.stderr, result.stderr
+def test_values_resolve_to_local_names_parameters_and_secrets():
+    template = tpl.load_template(ROOT / "template.yaml")
+    names = {"KeysTable": "KeysTable", "StackSecret": "arn:secret"}
+    assert tpl.resolve(template, {"Ref": "KeysTable"}, names) == "KeysTable"
+    assert tpl.resolve(template, {"Ref": "DailyQuota"}, names) == "100000"  # the parameter's default
+    assert tpl.resolve(template, {"Ref": "AWS::Region"}, names) == "us-east-1"
+    secret = {"Fn::Sub": "{{resolve:secretsmanager:${StackSecret}:SecretString}}"}
+    assert tpl.resolve(template, secret, names, lambda arn: f"value of {arn}") == "value of arn:secret"
+    assert tpl.resolve(template, 3, names) == "3"
 
 
-def test_sam_build_packages_every_function(tmp_path):
-    import shutil
+def test_a_template_error_is_a_ferry_error_and_a_usage_error(tmp_path):
+    (tmp_path / "template.yaml").write_text("Resources:\n  F:\n    Type: AWS::Serverless::Function\n")
+    template = tpl.load_template(tmp_path / "template.yaml")
+    with pytest.raises(tpl.TemplateError, match="function F: no CodeUri or no Handler") as raised:
+        tpl.functions(template, tmp_path)
+    assert isinstance(raised.value, FerryError) and raised.value.exit_status == EXIT_USAGE
+    assert raised.value.code == "invalid_template"
+    (tmp_path / "bad.yaml").write_text("Resources:\n  S:\n    Type: AWS::Logs::SubscriptionFilter\n"
+                                       "    Properties: {FilterPattern: ERROR, DestinationArn: !GetAtt F.Arn}\n")
+    with pytest.raises(tpl.TemplateError, match="subscription filter S: filter pattern 'ERROR'"):
+        tpl.subscription_filters(tpl.load_template(tmp_path / "bad.yaml"))
 
-    assert SAM.exists(), "aws-sam-cli is installed by `make test` into .venv-sam"
-    if shutil.which("python3.12") is None:
-        raise AssertionError("sam build needs python3.12 on PATH (make test puts pyenv's there)")
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "template.yaml", project / "template.yaml")
-    shutil.copytree(ROOT / "functions", project / "functions")
-    for layer in ("build/layers/runtime-x86_64/python", "build/layers/runtime-arm64/python",
-                  "layers/model/sentiment/models/sentiment",
-                  "layers/model/minilm/models/minilm"):  # stand-ins: sam build only references layer folders
-        (project / layer).mkdir(parents=True)
-        (project / layer / "README").write_text("fixture\n")
-    result = subprocess.run([str(SAM), "build", "--build-dir", str(project / ".aws-sam" / "build")], cwd=project,
-                            capture_output=True, text=True, timeout=300, env=SAM_ENV, check=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    built = project / ".aws-sam" / "build"
-    for function in ("PredictFunction", "CaptureFunction", "BatchFunction", "AuthorizerFunction"):
-        assert (built / function / "app.py").is_file()

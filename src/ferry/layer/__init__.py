@@ -1,6 +1,15 @@
-"""The offline build: Hugging Face model -> verified int8 ONNX Lambda layer. Imports torch only when it runs."""
+"""The offline build: Hugging Face model -> verified int8 ONNX Lambda layer. Imports torch only when it runs.
 
-from ferry.layer.config import ARCHES, BuildConfig, GateThresholds, QuantizationSettings
+The pipeline (numpy, onnxruntime, and torch when it runs) loads on first use (PEP 562): the settings and errors
+import light, so that a command line can show the build's defaults and choices without loading it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from ferry.layer.config import ARCHES, BuildConfig, BuildEnvironment, GateThresholds, QuantizationSettings
 from ferry.layer.exceptions import (
     BuildError,
     GateFailedError,
@@ -8,11 +17,16 @@ from ferry.layer.exceptions import (
     ModelSourceError,
     SizeLimitError,
 )
-from ferry.layer.pipeline import BuildResult, build_layer
+
+if TYPE_CHECKING:
+    from ferry.layer.pipeline import BuildResult, build_layer
+
+_LAZY = {name: "ferry.layer.pipeline" for name in ("BuildResult", "build_layer")}
 
 __all__ = [
     "ARCHES",
     "BuildConfig",
+    "BuildEnvironment",
     "BuildError",
     "BuildResult",
     "GateFailedError",
@@ -23,3 +37,15 @@ __all__ = [
     "SizeLimitError",
     "build_layer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,34 @@ from ferry.layer.exceptions import InvalidBuildConfigError
 from ferry.runtime.constants import MODEL_NAME_RE, TASKS
 
 ARCHES = ("x86_64", "arm64")
+
+# Environment variables the build side reads (in BuildEnvironment.from_env, and nowhere else)
+ENV_HUB_OFFLINE = "HF_HUB_OFFLINE"  # Hugging Face's own: never contact the hub, use only its cache
+ENV_POWERTOOLS_LAYER_MB = "FERRY_POWERTOOLS_LAYER_MB"  # the measured size of the Powertools layer, in MB
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True)
+class BuildEnvironment:
+    """What the build and training take from the environment, read in one place (:meth:`from_env`).
+
+    Everything else reads these fields, so that a library caller can state them instead of setting variables.
+    """
+
+    hub_offline: bool = False  # resolve hub ids from the Hugging Face cache only
+    powertools_layer_mb: float | None = None  # measured; None: the size check budgets for the managed layer
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BuildEnvironment:
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_POWERTOOLS_LAYER_MB, "").strip()
+        try:
+            powertools = float(raw) if raw else None
+        except ValueError:
+            powertools = None
+        if raw and (powertools is None or not 0 <= powertools < 1e6):
+            raise InvalidBuildConfigError(f"{ENV_POWERTOOLS_LAYER_MB}={raw!r} is not a number of MB")
+        return cls(hub_offline=env.get(ENV_HUB_OFFLINE, "").strip().lower() in _TRUE, powertools_layer_mb=powertools)
 
 
 @dataclass(frozen=True)
@@ -76,12 +106,14 @@ class GateThresholds:
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 100.0:
             raise InvalidBuildConfigError(
-                f"--max-accuracy-drop must be between 0 and 100 percentage points, got {self.max_accuracy_drop}"
+                f"must be between 0 and 100 percentage points, got {self.max_accuracy_drop}", field="max_accuracy_drop"
             )
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise InvalidBuildConfigError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement}")
+            raise InvalidBuildConfigError(
+                f"must be a fraction in [0, 1], got {self.min_agreement}", field="min_agreement"
+            )
         if not -1.0 <= self.min_cosine <= 1.0:
-            raise InvalidBuildConfigError(f"--min-cosine must be in [-1, 1], got {self.min_cosine}")
+            raise InvalidBuildConfigError(f"must be in [-1, 1], got {self.min_cosine}", field="min_cosine")
 
 
 @dataclass(frozen=True)
@@ -99,6 +131,7 @@ class BuildConfig:
     runtime_layer: Path | None = None  # a built runtime layer folder, measured for the size check
     batch_size: int = 32
     quantization_override: QuantizationSettings | None = None  # for measuring candidates; builds use the arch's
+    environment: BuildEnvironment = field(default_factory=BuildEnvironment.from_env)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -111,9 +144,9 @@ class BuildConfig:
                 "at most 63 characters"
             )
         if self.max_length is not None and not 2 <= self.max_length <= 8192:
-            raise InvalidBuildConfigError(f"--max-length must be between 2 and 8192, got {self.max_length}")
+            raise InvalidBuildConfigError(f"must be between 2 and 8192, got {self.max_length}", field="max_length")
         if self.out.exists() and not self.out.is_dir():
-            raise InvalidBuildConfigError(f"--out {self.out} exists and is not a folder")
+            raise InvalidBuildConfigError(f"{self.out} exists and is not a folder", field="out")
         if self.batch_size < 1:
             raise InvalidBuildConfigError(f"batch size must be positive, got {self.batch_size}")
 

@@ -30,7 +30,7 @@ def load_eval_set(path: Path | None, *, text_column: str = "text", label_column:
     try:
         examples = read_examples(path, text_column=text_column, label_column=label_column)
     except DataError as exc:
-        raise InvalidBuildConfigError(f"--eval-data {exc}") from None
+        raise InvalidBuildConfigError(str(exc), field="eval_data") from None
     labels = [example.label for example in examples]
     return EvalSet(
         texts=[example.text for example in examples],
@@ -47,7 +47,8 @@ def label_ids(eval_set: EvalSet, model_labels: list[str]) -> list[int] | None:
     unknown = sorted({label for label in eval_set.labels if label not in index})
     if unknown:
         raise InvalidBuildConfigError(
-            f"--eval-data {eval_set.source}: label(s) {', '.join(map(repr, unknown[:5]))} are not labels of the "
-            f"model ({', '.join(model_labels)})"
+            f"{eval_set.source}: label(s) {', '.join(map(repr, unknown[:5]))} are not labels of the "
+            f"model ({', '.join(model_labels)})",
+            field="eval_data",
         )
     return [index[label] for label in eval_set.labels]

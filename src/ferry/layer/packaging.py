@@ -1,4 +1,7 @@
-"""The Lambda layer: a folder SAM zips, which unpacks to /opt/models/<name>/; its manifest; its size check."""
+"""The Lambda layer: a folder SAM zips, which unpacks to /opt/models/<name>/; its manifest; its size check.
+
+Where each file sits is :mod:`ferry.runtime.layout`'s to say; this module writes and measures what is there.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ferry.layer.config import BuildEnvironment
 from ferry.layer.exceptions import BuildError, SizeLimitError
+from ferry.runtime import layout
 from ferry.runtime.constants import MANIFEST_FILE
-from ferry.runtime.manifest import sha256_file
+from ferry.runtime.manifest import Bins, FileEntry, Manifest, sha256_file
 
 MB = 1_000_000
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # function code and every layer together, unzipped
@@ -25,33 +30,24 @@ LAMBDA_MAX_LAYERS = 5
 # The AWS-managed Powertools layer (python3.12): measured 18.7 MB for aws-lambda-powertools[parser,tracer] and
 # its dependencies without the AWS SDK; the managed layer carries a few more extras, so budget 25 MB.
 POWERTOOLS_LAYER_BYTES = 25 * MB
-ENV_POWERTOOLS_LAYER_MB = "FERRY_POWERTOOLS_LAYER_MB"
 RUNTIME_DISTRIBUTIONS = ("onnxruntime", "tokenizers", "numpy")
 FUNCTION_CODE_BYTES = 1 * MB  # a handler's own app.py and what it carries, generously
-
-
-def layer_path(out: Path, name: str) -> Path:
-    return out / name
-
-
-def model_path_in_layer(layer_dir: Path, name: str) -> Path:
-    """Where the model's files sit inside its layer folder: Lambda unpacks the folder into /opt."""
-    return layer_dir / "models" / name
 
 
 def tree_size(path: Path) -> int:
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file() and not item.is_symlink())
 
 
-def file_entries(model_dir: Path) -> dict[str, dict[str, Any]]:
+def file_entries(model_dir: Path) -> dict[str, FileEntry]:
+    """Every file of the model folder but the manifest, hashed: what the manifest's ``files`` records."""
     return {
-        item.relative_to(model_dir).as_posix(): {"sha256": sha256_file(item), "size": item.stat().st_size}
+        item.relative_to(model_dir).as_posix(): FileEntry(sha256=sha256_file(item), size=item.stat().st_size)
         for item in sorted(model_dir.rglob("*"))
         if item.is_file() and item.name != MANIFEST_FILE
     }
 
 
-def quantile_bins(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
+def quantile_bins(values: Sequence[float], bins: int = 10) -> Bins:
     """Quantile bin edges and the count in each bin, for drift checks against live traffic later."""
     array = np.asarray(values, dtype=np.float64)
     # observed values as edges (no interpolation): the first is the minimum and the last the maximum, exactly
@@ -59,18 +55,30 @@ def quantile_bins(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
     if len(edges) < 2:
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
     counts, _ = np.histogram(array, bins=edges)
-    return {
-        "edges": [float(edge) for edge in edges],
-        "counts": [int(count) for count in counts],
-        "n": len(array),
-        "mean": round(float(array.mean()), 6),
-    }
+    return Bins(
+        edges=tuple(float(edge) for edge in edges),
+        counts=tuple(int(count) for count in counts),
+        n=len(array),
+        mean=round(float(array.mean()), 6),
+    )
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     temporary.replace(path)
+
+
+def write_manifest(model_dir: Path, manifest: Manifest) -> None:
+    """Write the manifest of a model folder, whole or not at all (a reader never sees half of one).
+
+    What is written is first read back as the runtime will read it: a build never writes a manifest that the
+    runtime would refuse.
+    """
+    path = layout.manifest_path(model_dir)
+    data = manifest.to_dict()
+    Manifest.from_dict(json.loads(json.dumps(data)), source=f"{path} (as written)")
+    write_json_atomic(path, data)
 
 
 def install_folder(staged: Path, target: Path) -> None:
@@ -98,7 +106,7 @@ def runtime_layer_part(runtime_layer: Path | None) -> SizedPart:
     """The runtime layer: measured when built, else the installed onnxruntime, tokenizers and numpy."""
     if runtime_layer is not None:
         if not runtime_layer.is_dir():
-            raise BuildError(f"--runtime-layer {runtime_layer}: no such folder")
+            raise BuildError(f"{runtime_layer}: no such folder", field="runtime_layer")
         return SizedPart("runtime layer", tree_size(runtime_layer), measured=True)
     total = 0
     for name in RUNTIME_DISTRIBUTIONS:
@@ -115,13 +123,10 @@ def runtime_layer_part(runtime_layer: Path | None) -> SizedPart:
     return SizedPart("runtime layer (onnxruntime, tokenizers, numpy, ferry.runtime)", total, measured=False)
 
 
-def powertools_part() -> SizedPart:
-    raw = os.environ.get(ENV_POWERTOOLS_LAYER_MB)
-    if raw:
-        try:
-            return SizedPart("Powertools layer", int(float(raw) * MB), measured=True)
-        except ValueError:
-            raise BuildError(f"{ENV_POWERTOOLS_LAYER_MB}={raw!r} is not a number of MB") from None
+def powertools_part(environment: BuildEnvironment) -> SizedPart:
+    """The AWS-managed Powertools layer: as measured (``FERRY_POWERTOOLS_LAYER_MB``), else a budget."""
+    if environment.powertools_layer_mb is not None:
+        return SizedPart("Powertools layer", int(environment.powertools_layer_mb * MB), measured=True)
     return SizedPart("Powertools layer (AWS-managed, budget)", POWERTOOLS_LAYER_BYTES, measured=False)
 
 
@@ -131,9 +136,9 @@ def model_layer_parts(out: Path, new_name: str, new_layer: Path, exclude: Iterab
     parts = [SizedPart(f"model layer {new_name} (new)", tree_size(new_layer), measured=True)]
     if out.is_dir():
         for other in sorted(out.iterdir()):
-            if other.name.startswith(".") or other.name == new_name or other.resolve() in skip:
+            if layout.is_hidden(other) or other.name == new_name or other.resolve() in skip:
                 continue
-            if other.is_dir() and (other / "models").is_dir():
+            if other.is_dir() and layout.is_layer_dir(other):
                 parts.append(SizedPart(f"model layer {other.name}", tree_size(other), measured=True))
     return parts
 

@@ -77,7 +77,7 @@ def compare_classification(
     assert agreement is not None
     if agreement < thresholds.min_agreement:
         report.failures.append(
-            f"label agreement {agreement:.4f} is under --min-agreement {thresholds.min_agreement}"
+            f"label agreement {agreement:.4f} is under min_agreement {thresholds.min_agreement}"
         )
     if true_labels is not None:
         truth = np.asarray(true_labels)
@@ -88,7 +88,7 @@ def compare_classification(
         if drop > thresholds.max_accuracy_drop + _EPSILON:  # 99/100 vs 100/100 is 1.0000000000000009 points
             report.failures.append(
                 f"int8 accuracy {accuracy_int8:.4f} is {drop:.2f} points under fp32 {accuracy_fp32:.4f} "
-                f"(--max-accuracy-drop {thresholds.max_accuracy_drop})"
+                f"(max_accuracy_drop {thresholds.max_accuracy_drop})"
             )
     return report
 
@@ -100,7 +100,7 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, thresholds:
     report = ParityReport(task="feature-extraction", texts=len(reference), figures=figures)
     if float(cosine.min()) < thresholds.min_cosine:
         report.failures.append(
-            f"minimum cosine {float(cosine.min()):.4f} is under --min-cosine {thresholds.min_cosine} "
+            f"minimum cosine {float(cosine.min()):.4f} is under min_cosine {thresholds.min_cosine} "
             f"(mean {float(cosine.mean()):.4f})"
         )
     return report

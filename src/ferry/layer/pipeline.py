@@ -1,11 +1,13 @@
 """`ferry build`: Hugging Face model -> ONNX (Optimum) -> dynamic int8 -> parity gate -> Lambda layer.
 
-The layer is staged in a hidden folder of ``--out`` and moved into place only when complete: a build that
-fails leaves nothing behind.
+The layer is staged in a hidden folder of the output folder (``BuildConfig.out``) and moved into place only
+when complete: a build that fails leaves nothing behind. The manifest is a :class:`~ferry.runtime.Manifest`
+from the first write to the last; the JSON is only ever its ``to_dict()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import shutil
@@ -26,16 +28,9 @@ from ferry.layer.evalset import EvalSet, label_ids, load_eval_set
 from ferry.layer.exceptions import GateFailedError, InvalidBuildConfigError
 from ferry.layer.parity import ParityReport, compare_classification, compare_embeddings, reference_outputs
 from ferry.layer.source import ModelSource, resolve_source
-from ferry.runtime import Batch, Predictor
-from ferry.runtime.constants import (
-    MANIFEST_FILE,
-    MANIFEST_SCHEMA_VERSION,
-    MODEL_FILE,
-    MODEL_NAME_RE,
-    TEXT_CLASSIFICATION,
-    TOKENIZER_FILE,
-    VERSION_HEX_DIGITS,
-)
+from ferry.runtime import Batch, Predictor, layout
+from ferry.runtime.constants import MODEL_FILE, MODEL_NAME_RE, TEXT_CLASSIFICATION, TOKENIZER_FILE, VERSION_HEX_DIGITS
+from ferry.runtime.manifest import LoadTimings, Manifest, ParityRecord, ReferenceDistributions, TrainingSummary
 
 Progress = Callable[[str], None]
 
@@ -50,7 +45,7 @@ class BuildResult:
     version: str
     layer_dir: Path
     model_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest  # as written in the layer
     fp32_bytes: int
     int8_bytes: int
     parity: ParityReport
@@ -64,19 +59,22 @@ def default_name(source: ModelSource) -> str:
     stem = source.reference.rstrip("/").split("/")[-1]
     slug = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:63]
     if not MODEL_NAME_RE.fullmatch(slug):
-        raise InvalidBuildConfigError(f"cannot derive a model name from {source.reference!r}; give --name")
+        raise InvalidBuildConfigError(f"is needed: no model name can be derived from {source.reference!r}",
+                                      field="name")
     return slug
 
 
 def build_layer(config: BuildConfig, progress: Progress = _silent) -> BuildResult:
     """Build, verify and install the layer ``<out>/<name>/``; raise a BuildError (and leave nothing) otherwise."""
     eval_set = load_eval_set(config.eval_data, text_column=config.text_column, label_column=config.label_column)
-    source = resolve_source(config.model, config.task)
+    source = resolve_source(config.model, config.task, offline=config.environment.hub_offline)
     name = config.name or default_name(source)
     labels = source.labels() if config.task == TEXT_CLASSIFICATION else []
     truth = label_ids(eval_set, labels) if config.task == TEXT_CLASSIFICATION else None
+    report = source.training_report()  # read before the export: a malformed one fails the build at once
+    training = None if report is None else report.summary()
     with _staging(config.out, name) as staging:
-        return _build_in(staging, config, source, name, labels, eval_set, truth, progress)
+        return _build_in(staging, config, source, name, labels, training, eval_set, truth, progress)
 
 
 @contextmanager
@@ -98,12 +96,13 @@ def _build_in(
     source: ModelSource,
     name: str,
     labels: list[str],
+    training: TrainingSummary | None,
     eval_set: EvalSet,
     truth: list[int] | None,
     progress: Progress,
 ) -> BuildResult:
     seconds: dict[str, float] = {}
-    model_dir = packaging.model_path_in_layer(staging, name)
+    model_dir = layout.model_dir_in_layer(staging, name)
     model_dir.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="ferry-build-") as work_root:
         work = Path(work_root)
@@ -115,16 +114,18 @@ def _build_in(
         progress(f"quantizing to int8 for {config.arch} ({settings.why})")
         with _timed(seconds, "quantize"):
             int8_file = export.quantize_int8(fp32_file.parent, settings, work / "int8")
-        export.copy_file(int8_file, model_dir / MODEL_FILE)
-        export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)
+        export.copy_file(int8_file, layout.model_file(model_dir))
+        export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, layout.tokenizer_file(model_dir))
 
     progress("checking Lambda's size limits")
-    parts = [packaging.runtime_layer_part(config.runtime_layer), packaging.powertools_part(),
+    parts = [packaging.runtime_layer_part(config.runtime_layer), packaging.powertools_part(config.environment),
              *packaging.model_layer_parts(config.out, name, staging)]
     function_bytes = packaging.check_function_size(parts)
 
-    manifest = _manifest(config, source, name, labels, model_dir)
-    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    # The manifest is written as soon as the files are hashed (the predictor loads through it), then again
+    # as each measurement arrives; each write is whole (write_manifest), never a mix of two.
+    manifest = _manifest(config, source, name, labels, training, model_dir)
+    packaging.write_manifest(model_dir, manifest)
     predictor = Predictor.load(model_dir)
 
     progress(f"parity gate: fp32 PyTorch vs int8 ONNX on {len(eval_set.texts)} texts ({eval_set.source})")
@@ -139,29 +140,34 @@ def _build_in(
             report = compare_classification(reference, candidate, config.gate, truth)
         else:
             report = compare_embeddings(reference, candidate, config.gate)
-    manifest["parity"] = {**report.to_dict(), "eval_data": eval_set.source,
-                          "thresholds": vars(config.gate)}
     if not report.passed:
         raise GateFailedError("parity gate failed: " + "; ".join(report.failures), report.to_dict())
-    manifest["reference"] = _reference_distributions(predictor, batches, candidate)
-    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    manifest = dataclasses.replace(
+        manifest,
+        parity=ParityRecord.from_dict(
+            {**report.to_dict(), "eval_data": eval_set.source, "thresholds": vars(config.gate)}, "the parity gate"
+        ),
+        reference=_reference_distributions(predictor, batches, candidate),
+    )
+    packaging.write_manifest(model_dir, manifest)
 
     progress("measuring import + load time in a fresh process")
     with _timed(seconds, "fresh_load"):
         load = packaging.measure_fresh_load(model_dir)
-    manifest["load"] = {key: round(value, 4) if isinstance(value, float) else value for key, value in load.items()}
-    packaging.write_json_atomic(model_dir / MANIFEST_FILE, manifest)
+    manifest = dataclasses.replace(manifest, load_timings=_load_timings(load))
+    packaging.write_manifest(model_dir, manifest)
 
-    target = packaging.layer_path(config.out, name)
+    target = layout.layer_dir(config.out, name)
     packaging.install_folder(staging, target)
+    installed = layout.model_dir_in_layer(target, name)
     return BuildResult(
         name=name,
-        version=manifest["version"],
+        version=manifest.version,
         layer_dir=target,
-        model_dir=packaging.model_path_in_layer(target, name),
+        model_dir=installed,
         manifest=manifest,
         fp32_bytes=fp32_bytes,
-        int8_bytes=(packaging.model_path_in_layer(target, name) / MODEL_FILE).stat().st_size,
+        int8_bytes=layout.model_file(installed).stat().st_size,
         parity=report,
         load=load,
         size_parts=parts,
@@ -180,72 +186,67 @@ def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
 
 
 def _manifest(
-    config: BuildConfig, source: ModelSource, name: str, labels: list[str], model_dir: Path
-) -> dict[str, Any]:
+    config: BuildConfig,
+    source: ModelSource,
+    name: str,
+    labels: list[str],
+    training: TrainingSummary | None,
+    model_dir: Path,
+) -> Manifest:
+    """The manifest of the exported files, before any measurement: what the runtime needs to load them."""
     import onnxruntime
 
     files = packaging.file_entries(model_dir)
-    facts = export.onnx_facts(model_dir / MODEL_FILE)
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "name": name,
-        "version": files[MODEL_FILE]["sha256"][:VERSION_HEX_DIGITS],
-        "task": config.task,
-        "labels": labels,
-        "problem_type": source.config.get("problem_type"),
-        "max_length": config.max_length or source.default_max_length(),
-        "pooling": "mean" if config.task != TEXT_CLASSIFICATION else None,
-        "normalize_default": source.normalize_default(),
-        "source": {
+    facts = export.onnx_facts(layout.model_file(model_dir))
+    return Manifest(
+        name=name,
+        version=files[MODEL_FILE].sha256[:VERSION_HEX_DIGITS],
+        task=config.task,
+        labels=tuple(labels),
+        problem_type=source.config.get("problem_type"),
+        max_length=config.max_length or source.default_max_length(),
+        pooling="mean" if config.task != TEXT_CLASSIFICATION else None,
+        normalize_default=source.normalize_default(),
+        source={
             "model": source.reference,
             "model_type": source.model_type,
             "architectures": source.config.get("architectures"),
             "default_labels": source.has_default_labels() if labels else None,
         },
-        "files": files,
-        "onnx": {"opset": facts["opset"], "inputs": facts["inputs"], "outputs": facts["outputs"]},
-        "onnxruntime_version": onnxruntime.__version__,
-        "arch": config.arch,
-        "quantization": {
+        files=files,
+        onnx={"opset": facts["opset"], "inputs": facts["inputs"], "outputs": facts["outputs"]},
+        onnxruntime_version=onnxruntime.__version__,
+        arch=config.arch,
+        quantization={
             **config.quantization.to_dict(),
             "quantized_nodes": facts["quantized_nodes"],
             "int8_initializers": facts["int8_initializers"],
         },
-        "training": _training_summary(source),
-        "built_by": f"ferry {__version__}",
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+        training=training,
+        built_by=f"ferry {__version__}",
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
 
 
-def _training_summary(source: ModelSource) -> dict[str, Any] | None:
-    """The headline figures of `ferry train`'s report, when the model was trained by it."""
-    report = source.training_report()
-    if report is None:
-        return None
-    try:
-        splits = report["splits"]
-        return {
-            "base": report["base"],
-            "data": report["data"],
-            "steps": report["steps"],
-            "wall_seconds": report["wall_seconds"],
-            **{f"{split}_{figure}": round(splits[split][figure], 4)
-               for split in ("validation", "test") for figure in ("accuracy", "macro_f1")},
-            "test_recall": {label: round(m["recall"], 4) for label, m in splits["test"]["per_class"].items()},
-        }
-    except (KeyError, TypeError):
-        return None
+def _load_timings(load: dict[str, Any]) -> LoadTimings:
+    """The fresh-process figures as the manifest keeps them (seconds, to 0.1 ms)."""
+    return LoadTimings.from_dict(
+        {key: round(value, 4) if isinstance(value, float) else value for key, value in load.items()},
+        "the fresh-process load",
+    )
 
 
-def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs: np.ndarray) -> dict[str, Any]:
+def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs: np.ndarray) -> ReferenceDistributions:
     """What the evaluation set looked like to the int8 model; the monitor compares live traffic with it."""
     lengths = [length for batch in batches for length in batch.token_lengths]
-    reference: dict[str, Any] = {"token_length": packaging.quantile_bins(lengths)}
-    if predictor.task == TEXT_CLASSIFICATION:
-        scores = predictor.scores(outputs)
-        reference["top_score"] = packaging.quantile_bins(scores.max(axis=-1).tolist())
-        top = scores.argmax(axis=-1)
-        reference["label_share"] = {
+    if predictor.task != TEXT_CLASSIFICATION:
+        return ReferenceDistributions(token_length=packaging.quantile_bins(lengths))
+    scores = predictor.scores(outputs)
+    top = scores.argmax(axis=-1)
+    return ReferenceDistributions(
+        token_length=packaging.quantile_bins(lengths),
+        top_score=packaging.quantile_bins(scores.max(axis=-1).tolist()),
+        label_share={
             label: round(float(np.mean(top == index)), 6) for index, label in enumerate(predictor.manifest.labels)
-        }
-    return reference
+        },
+    )

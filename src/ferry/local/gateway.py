@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from ferry.local.exceptions import FunctionError, StackStoppedError
 from ferry.local.stack import LocalStack
 
 log = logging.getLogger("ferry.local")
@@ -68,7 +69,9 @@ class Gateway(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def serve_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="gateway", daemon=True)
+        # a short poll: shutdown() waits for the loop to see it, and `ferry serve` should stop at once
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="gateway",
+                                  daemon=True)
         thread.start()
         return thread
 
@@ -147,6 +150,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         try:
             result = self.server.stack.invoke(route.function, event)
+        except (FunctionError, StackStoppedError) as exc:  # the traceback is in the function's own log
+            log.error("%s", exc)
+            self._gateway_error(500, "Internal Server Error")
+            return
         except Exception:
             log.exception("%s failed", route.function)
             self._gateway_error(500, "Internal Server Error")
@@ -162,6 +169,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                    "routeArn": f"arn:aws:execute-api:us-east-1:000000000000:local/$default/{event['routeKey']}"}
         try:
             answer = self.server.stack.invoke(self.server.stack.authorizer, request)
+        except (FunctionError, StackStoppedError) as exc:
+            log.error("the authorizer failed: %s", exc)
+            self._gateway_error(500, "Internal Server Error")
+            return False
         except Exception:
             log.exception("the authorizer failed")
             self._gateway_error(500, "Internal Server Error")

@@ -1,29 +1,29 @@
-"""CloudWatch Logs, locally: each function's stdout as its log group, subscription filters and EMF metrics.
+"""CloudWatch Logs, locally: each function's output as its log group, subscription filters and EMF metrics.
 
 In AWS, what a function prints becomes log events of its log group; a subscription filter forwards the
 events its pattern matches to another function, and lines in the embedded metric format (EMF) become
-CloudWatch metrics. The local stack does the same: :class:`LogRouter` stands in for ``sys.stdout`` and
-files every line a function writes under that function's log group (still echoing it, as ``sam local``
-does); :class:`LogDelivery` then applies the template's subscription filters and turns EMF lines into
-``PutMetricData`` calls on the embedded CloudWatch. A destination is invoked as Lambda invokes asynchronously:
-an invocation that raises is retried twice, and then the event goes to the function's dead-letter queue (or,
-without one, is dropped and counted as lost).
+CloudWatch metrics. The local stack does the same: each function runs in a process of its own, and a
+:class:`LogStream` reads its stdout and stderr and files every line under that function's log group (still
+echoing it, as ``sam local`` does); :class:`LogDelivery` then applies the template's subscription filters
+and turns EMF lines into ``PutMetricData`` calls on the embedded CloudWatch. A destination is invoked as
+Lambda invokes asynchronously: an invocation that raises is retried twice, and then the event goes to the
+function's dead-letter queue (or, without one, is dropped and counted as lost).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import queue
 import re
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import IO, Any
 
 from ferry.runtime.capture import encode_subscription_event, json_object
 
@@ -32,60 +32,70 @@ log = logging.getLogger("ferry.local")
 LogLine = tuple[str, int, str]  # (log group, epoch ms, message)
 
 
-class LogRouter:
-    """A ``sys.stdout`` that knows which function is writing: a thread's lines go to its function's log group.
+class LogStream:
+    """One output stream of a function's process (its stdout or its stderr), read line by line on a thread of its
+    own: every line is a log event of the function's log group, as Lambda files both streams, C-level writes
+    included (the stream is the process's file descriptor, not Python's ``sys.stdout``).
 
-    Install it with :meth:`install` before the functions are imported (Powertools' Logger keeps the stream it
-    finds at import) and again before each invocation (a test runner may have swapped ``sys.stdout`` since);
-    lines written outside an invocation only pass through.
+    A line that is exactly `marker` and a number is no log event: the process writes one after each invocation's
+    output, so that :meth:`wait_flushed` can tell when everything the invocation wrote has been routed. The last
+    lines are kept in `tail`, for the error that reports a process that failed to start.
     """
 
-    def __init__(self, sink: Callable[[LogLine], None]):
+    def __init__(self, stream: IO[bytes], group: str, sink: Callable[[LogLine], None], marker: str,
+                 echo: Callable[[str], None] | None = None, tail: deque[str] | None = None):
+        self.stream = stream
+        self.group = group
         self.sink = sink
-        self.stream: TextIO = sys.stdout
-        self._local = threading.local()
+        self.marker = marker
+        self.echo = echo
+        self.tail: deque[str] = tail if tail is not None else deque(maxlen=40)
+        self._flushed = -1
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"log {group}", daemon=True)
 
-    def install(self) -> None:
-        current = sys.stdout
-        if current is not self:
-            self.stream = current
-            sys.stdout = self  # type: ignore[assignment]
+    def start(self) -> LogStream:
+        self._thread.start()
+        return self
 
-    def uninstall(self) -> None:
-        if sys.stdout is self:
-            sys.stdout = self.stream
-
-    @contextmanager
-    def group(self, name: str) -> Iterator[None]:
-        """Lines this thread writes inside the block belong to log group `name`."""
-        self.install()
-        previous = getattr(self._local, "group", None), getattr(self._local, "pending", "")
-        self._local.group, self._local.pending = name, ""
+    def _run(self) -> None:
         try:
-            yield
+            for raw in self.stream:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if line.startswith(self.marker) and line[len(self.marker):].isdigit():
+                    with self._changed:
+                        self._flushed = int(line[len(self.marker):])
+                        self._changed.notify_all()
+                elif line.strip():
+                    self._route(line)
+        except (OSError, ValueError):  # the stream was closed under the thread: the process is gone
+            pass
         finally:
-            if self._local.pending:
-                self._emit(name, self._local.pending)
-            self._local.group, self._local.pending = previous
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
 
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            *lines, self._local.pending = (self._local.pending + text).split("\n")
-            for line in lines:
-                self._emit(group, line)
-        return len(text)
+    def _route(self, line: str) -> None:
+        self.tail.append(line)
+        self.sink((self.group, int(time.time() * 1000), line))
+        if self.echo is not None:
+            with contextlib.suppress(Exception):  # a closed terminal or pipe: the line is filed all the same
+                self.echo(line)
 
-    def _emit(self, group: str, line: str) -> None:
-        if line.strip():
-            self.sink((group, int(time.time() * 1000), line))
+    def wait_flushed(self, number: int, timeout: float) -> bool:
+        """Whether every line written before flush marker `number` has been routed (or the stream has ended)
+        within `timeout` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._flushed >= number or self._closed, timeout)
 
-    def flush(self) -> None:
-        self.stream.flush()
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
-    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...: the real stream's
-        return getattr(self.stream, name)
+    @property
+    def alive(self) -> bool:
+        """Whether the stream is still being read (it ends when every process that can write to it has)."""
+        return self._thread.is_alive()
 
 
 # -- subscription filter patterns -------------------------------------------------------------------------------
@@ -232,15 +242,27 @@ class LogDelivery:
         self.lost = 0
         self.metrics_published = 0
         self._stop = threading.Event()
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="log-delivery", daemon=True)
 
     def start(self) -> LogDelivery:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10) -> None:
+        """Deliver what is queued (for at most `timeout` seconds; the thread is a daemon) and stop."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        self.join(timeout)
+
+    def abandon(self) -> None:
+        """Give up on what is left: lines still queued, and a delivery that fails from now on, are counted lost,
+        neither retried nor dead-lettered (for when the destinations and the queues are going away themselves)."""
+        self._abandoned = True
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=timeout)
 
     @property
     def alive(self) -> bool:
@@ -250,7 +272,7 @@ class LogDelivery:
         self.lines.put(line)
 
     def _run(self) -> None:
-        while not self._stop.is_set() or not self.lines.empty():
+        while (not self._stop.is_set() or not self.lines.empty()) and not self._abandoned:
             try:
                 burst = [self.lines.get(timeout=0.1)]
             except queue.Empty:
@@ -262,6 +284,10 @@ class LogDelivery:
                 self._deliver(burst)
             except Exception:  # a bug here must not end delivery: later lines would silently go nowhere
                 log.exception("log delivery failed on a burst of %d lines", len(burst))
+        if self._abandoned and not self.lines.empty():
+            left = self.lines.qsize()
+            log.warning("log delivery stopped with %d lines not delivered", left)
+            self.lost += left
 
     def _deliver(self, burst: list[LogLine]) -> None:
         documents = [json_object(message) for _, _, message in burst]  # each line parsed once
@@ -271,7 +297,7 @@ class LogDelivery:
             if matched:
                 self._invoke(subscription, encode_subscription_event(subscription.group, "local", matched),
                              len(matched))
-        if self.put_metric_data is not None:
+        if self.put_metric_data is not None and not self._abandoned:
             self._publish(documents, self.put_metric_data)
 
     def _invoke(self, subscription: Subscription, event: Event, lines: int) -> None:
@@ -280,6 +306,11 @@ class LogDelivery:
             try:
                 subscription.destination(event)
             except Exception as exc:
+                if self._abandoned:
+                    log.warning("log subscription delivery of %s stopped; %d lines not delivered", subscription.group,
+                                lines)
+                    self.lost += lines
+                    return
                 log.warning("log subscription delivery of %s failed (attempt %d): %s", subscription.group,
                             attempt + 1, exc)
                 error = exc

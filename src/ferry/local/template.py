@@ -1,22 +1,27 @@
-"""Read what the local stack needs out of template.yaml: routes, functions and data resources.
+"""Read what the local stack needs out of template.yaml: routes, functions, data resources, log subscriptions.
 
 moto's CloudFormation cannot deploy the transformed SAM template (STACK.md), so the tables the template
 declares are created from their own properties, and the HTTP routes come from the functions' HttpApi events:
-the local stack cannot drift from the template.
+the local stack cannot drift from the template. This module is the only one that reads the template: each
+function here returns plain data (names, arguments, resolved values) that the stack acts on.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ferry.local.exceptions import TemplateError
+from ferry.local.logs import FilterPattern
 
-class TemplateError(Exception):
-    """template.yaml is missing or does not declare what the local stack needs."""
+__all__ = ["Function", "Route", "SubscriptionFilter", "TemplateError", "buckets", "functions", "lambda_authorizer",
+           "load_template", "overridable", "queues", "resolve", "routes", "s3_triggers", "secrets",
+           "subscription_filters", "substitute", "tables"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -44,9 +49,11 @@ class Function:
     logical_id: str
     code_uri: Path
     handler: str  # module.function
-    environment: dict[str, Any]
+    environment: dict[str, Any]  # the Globals' variables and then its own, as declared (see resolve())
     timeout_s: float = 3.0  # Lambda's default when neither the function nor Globals sets one
     memory_mb: int = 128
+    dead_letter_queue: str | None = None  # the logical id of its SQS dead-letter queue, if it has one
+    log_group: str | None = None  # the logical id of the log group its LoggingConfig names, if any
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ def load_template(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
     except FileNotFoundError:
-        raise TemplateError(f"{path}: no such file; run from the project folder or pass --template") from None
+        raise TemplateError(f"{path}: no such file; run from the project folder or name the template",
+                            field="template") from None
     except yaml.YAMLError as exc:
         raise TemplateError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
@@ -77,19 +85,69 @@ def load_template(path: Path) -> dict[str, Any]:
 
 
 def functions(template: dict[str, Any], root: Path) -> dict[str, Function]:
+    """The template's functions by logical id, with what the Globals give them (variables, timeout, memory,
+    dead-letter queue) already applied."""
     shared = template.get("Globals", {}).get("Function", {})
+    shared_variables = shared.get("Environment", {}).get("Variables", {})
     found = {}
     for logical_id, resource in template["Resources"].items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         properties = resource.get("Properties", {})
-        environment = properties.get("Environment", {}).get("Variables", {})
+        environment = {**shared_variables, **properties.get("Environment", {}).get("Variables", {})}
+        if "CodeUri" not in properties or "Handler" not in properties:
+            raise TemplateError(f"function {logical_id}: no CodeUri or no Handler")
         found[logical_id] = Function(
             logical_id, root / properties["CodeUri"], properties["Handler"], environment,
             timeout_s=float(properties.get("Timeout", shared.get("Timeout", 3))),
             memory_mb=int(properties.get("MemorySize", shared.get("MemorySize", 128))),
+            dead_letter_queue=_dead_letter_queue(properties.get("DeadLetterQueue") or shared.get("DeadLetterQueue")),
+            log_group=_ref(properties.get("LoggingConfig", {}).get("LogGroup")),
         )
     return found
+
+
+def _ref(value: Any) -> str | None:
+    return str(value["Ref"]) if isinstance(value, dict) and "Ref" in value else None
+
+
+def _dead_letter_queue(config: Any) -> str | None:
+    """The SQS queue of a ``DeadLetterQueue: {Type: SQS, TargetArn: !GetAtt Queue.Arn}``; None otherwise."""
+    if not isinstance(config, dict) or config.get("Type") != "SQS":
+        return None
+    target = config.get("TargetArn")
+    return str(target["Fn::GetAtt"][0]) if isinstance(target, dict) and "Fn::GetAtt" in target else None
+
+
+_DYNAMIC_SECRET = re.compile(r"\{\{resolve:secretsmanager:(.+?):SecretString\}\}")
+
+
+def resolve(template: dict[str, Any], value: Any, names: Mapping[str, str],
+            secret: Callable[[str], str] | None = None) -> str:
+    """A template value as the local stack sees it: refs to resources become their local `names` (a table's name,
+    a queue's URL, a secret's ARN), parameters their defaults, pseudo parameters the local stack's, and a
+    ``{{resolve:secretsmanager:ID:SecretString}}`` dynamic reference `secret(ID)`."""
+    parameters = template.get("Parameters", {})
+
+    def name_of(ref: str) -> str:
+        default = parameters.get(ref, {}).get("Default")
+        return names.get(ref) or (str(default) if default is not None else LOCAL_PSEUDO.get(ref, ""))
+
+    if isinstance(value, dict) and "Ref" in value:
+        return name_of(value["Ref"])
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        text = re.sub(r"\$\{([\w:]+)\}", lambda match: name_of(match.group(1)), value["Fn::Sub"])
+        if secret is not None:
+            text = _DYNAMIC_SECRET.sub(lambda match: secret(match.group(1)), text)
+        return text
+    return str(value)
+
+
+def overridable(template: dict[str, Any], function: Function) -> set[str]:
+    """The variables of `function` that the template fills from one of its parameters (``!Ref Parameter``): the
+    ones a deploy sets with ``--parameter-overrides``, and so the ones a local run may set too."""
+    parameters = template.get("Parameters", {})
+    return {name for name, value in function.environment.items() if _ref(value) in parameters}
 
 
 def routes(template: dict[str, Any]) -> list[Route]:
@@ -190,6 +248,47 @@ def buckets(template: dict[str, Any]) -> dict[str, str]:
     """Bucket names by logical id (a !Sub of pseudo parameters resolved as the local stack names things)."""
     return {logical_id: str(substitute(resource.get("Properties", {}).get("BucketName", logical_id.lower())))
             for logical_id, resource in template["Resources"].items() if resource.get("Type") == "AWS::S3::Bucket"}
+
+
+def queues(template: dict[str, Any]) -> list[str]:
+    """Logical ids of the SQS queues (the local stack names each queue by its logical id, as it does tables)."""
+    return [logical_id for logical_id, resource in template["Resources"].items()
+            if resource.get("Type") == "AWS::SQS::Queue"]
+
+
+@dataclass(frozen=True)
+class SubscriptionFilter:
+    """A log subscription filter as it applies to one function: the lines of `function`'s log (the log group its
+    LoggingConfig names) that match `pattern` go to the function `destination`."""
+
+    function: str
+    pattern: FilterPattern
+    destination: str
+
+
+def subscription_filters(template: dict[str, Any]) -> list[SubscriptionFilter]:
+    """Every AWS::Logs::SubscriptionFilter, once per function that logs to its log group."""
+    resources = template["Resources"]
+    logging_to: dict[str, list[str]] = {}
+    for logical_id, resource in resources.items():
+        group = _ref(resource.get("Properties", {}).get("LoggingConfig", {}).get("LogGroup"))
+        if resource.get("Type") == "AWS::Serverless::Function" and group is not None:
+            logging_to.setdefault(group, []).append(logical_id)
+    found = []
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::Logs::SubscriptionFilter":
+            continue
+        properties = resource.get("Properties", {})
+        destination = properties.get("DestinationArn", {})
+        if not (isinstance(destination, dict) and "Fn::GetAtt" in destination):
+            raise TemplateError(f"subscription filter {name}: its DestinationArn is no !GetAtt Function.Arn")
+        try:
+            pattern = FilterPattern.parse(properties.get("FilterPattern", ""))
+        except ValueError as exc:
+            raise TemplateError(f"subscription filter {name}: {exc}") from None
+        for function in logging_to.get(_ref(properties.get("LogGroupName")) or "", []):
+            found.append(SubscriptionFilter(function, pattern, str(destination["Fn::GetAtt"][0])))
+    return found
 
 
 def secrets(template: dict[str, Any]) -> list[str]:

@@ -3,14 +3,15 @@ where errors become statuses and the ``{"error": {"code", "message"}}`` body, an
 account of what each operation answers.
 
 The request models carry the limits of a :class:`Settings` (``request_models``), so that pydantic refuses a
-request over a limit before any work, and the document states the same limits the API enforces.
+request over a limit before any work, and the document states the same limits the API enforces; their errors
+are worded by :mod:`ferry.runtime.texts`, as the service words its own.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -28,16 +29,11 @@ from pydantic import (
     create_model,
 )
 
-from ferry.runtime.constants import MODEL_NAME_RE
-from ferry.runtime.exceptions import (
-    FerryRuntimeError,
-    IntegrityError,
-    InvalidInputError,
-    ManifestError,
-    ModelNotFoundError,
-    UnsupportedTaskError,
-)
-from ferry.runtime.service import PayloadTooLargeError, lone_surrogate
+from ferry.runtime import texts
+from ferry.runtime.constants import FEATURE_EXTRACTION, MODEL_NAME_RE, TASK_ENDPOINTS, TEXT_CLASSIFICATION
+from ferry.runtime.exceptions import FerryRuntimeError, PayloadTooLargeError
+from ferry.runtime.exceptions import InvalidBodyError as InvalidBodyError  # importable from here as before
+from ferry.runtime.service import Options
 from ferry.runtime.settings import Settings
 
 Inputs = StrictStr | list[StrictStr]
@@ -49,11 +45,6 @@ NOT_BLANK = (
     "[^\\t\\n\\u000b\\u000c\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 )
 MAX_JSON_DEPTH = 32  # the API's bodies are 3 levels deep; anything near Python's recursion limit is refused
-
-
-class InvalidBodyError(FerryRuntimeError):
-    """A request body that is JSON in form but that the API will not take: nested too deep, a number Python
-    will not convert, NaN or Infinity."""
 
 
 def _whole(value: Any) -> Any:
@@ -78,6 +69,12 @@ class PredictRequest(BaseModel):
     inputs: Inputs = Field(description="one text, or a list of texts")
     parameters: PredictParameters | None = None
 
+    def options(self) -> Options:
+        parameters = self.parameters
+        if parameters is None:
+            return Options()
+        return Options(top_k=parameters.top_k, function_to_apply=parameters.function_to_apply)
+
 
 class EmbedParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -95,10 +92,21 @@ class EmbedRequest(BaseModel):
     truncate: StrictBool | None = Field(default=None, description="cut texts over max_length (default true)")
     parameters: EmbedParameters | None = None
 
+    def options(self) -> Options:
+        """The options, each from the top level when given there, else from "parameters"."""
+        nested = self.parameters or EmbedParameters()
+        normalize = self.normalize if self.normalize is not None else nested.normalize
+        truncate = self.truncate if self.truncate is not None else nested.truncate
+        return Options(normalize=normalize, truncate=True if truncate is None else truncate)
+
 
 class RequestModels(NamedTuple):
     predict: type[PredictRequest]
     embed: type[EmbedRequest]
+
+    def for_path(self, path: str) -> type[BaseModel]:
+        """The model of the request body a path takes (its validation errors name that model's fields)."""
+        return self.embed if path.rstrip("/").endswith(TASK_ENDPOINTS[FEATURE_EXTRACTION]) else self.predict
 
 
 def request_models(settings: Settings) -> RequestModels:
@@ -163,26 +171,13 @@ def _deeper_than(document: Any, limit: int) -> bool:
 
 # -- errors ----------------------------------------------------------------------------------------------------
 
-_STATUS: Sequence[tuple[type[Exception], int, str]] = (
-    (PayloadTooLargeError, 413, "payload_too_large"),
-    (ModelNotFoundError, 404, "model_not_found"),
-    (UnsupportedTaskError, 400, "wrong_task"),
-    (InvalidInputError, 400, "invalid_input"),
-    (InvalidBodyError, 400, "invalid_request"),
-    (IntegrityError, 503, "model_unavailable"),
-    (ManifestError, 503, "model_unavailable"),
-)
-
-
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
 def status_of(error: FerryRuntimeError) -> tuple[int, str]:
-    for kind, status, code in _STATUS:
-        if isinstance(error, kind):
-            return status, code
-    return 500, "internal_error"
+    """The HTTP status and the code an error is answered with: its own (500, internal_error unless it says)."""
+    return error.status, error.code
 
 
 @dataclass(frozen=True)
@@ -194,11 +189,11 @@ class ApiError:
 
 _TYPE_ERRORS = {"string_type", "list_type"}
 _ORDER = {"json_invalid": 0, "extra_forbidden": 1, "missing": 3, "too_long": 4, "string_too_long": 4}
-_PLAIN = {
-    "missing": "{where} is required",
-    "too_short": "{where} is empty: give a string or a non-empty list of strings",
-    "string_too_short": "{where} is empty",
-    "string_pattern_mismatch": "{where} is empty (whitespace only)",
+_PLAIN: Mapping[str, Callable[[str], str]] = {
+    "missing": lambda where: f"{where} is required",
+    "too_short": texts.no_texts,
+    "string_too_short": texts.blank,
+    "string_pattern_mismatch": texts.blank_only,
 }
 
 
@@ -222,26 +217,28 @@ def _explain(error: Mapping[str, Any], model: type[BaseModel]) -> ApiError:
         accepted = ", ".join(container.model_fields) if container else "none"
         return _invalid(f"unknown parameter {where!r}; accepted: {accepted}")
     if kind == "too_long":
-        return ApiError(413, "payload_too_large", f"{where} has {ctx.get('actual_length')} texts; at most "
-                                                  f"{ctx.get('max_length')} are accepted per request")
+        return _too_large(texts.too_many_texts(where, ctx.get("actual_length"), ctx.get("max_length")))
     if kind == "string_too_long":
         value = error.get("input")
-        return ApiError(413, "payload_too_large", f"{where} has {len(value) if isinstance(value, str) else 'too many'}"
-                                                  f" characters; at most {ctx.get('max_length')} are accepted per text")
+        length = len(value) if isinstance(value, str) else "too many"
+        return _too_large(texts.too_many_chars(where, length, ctx.get("max_length")))
     if kind in _PLAIN:
-        return _invalid(_PLAIN[kind].format(where=where))
+        return _invalid(_PLAIN[kind](where))
     if kind == "string_unicode":
         return _invalid(f"{where} {_surrogate_message(error.get('input'))}")
     if not location:
         return _invalid("the body must be a JSON object")
     if location[0] == "inputs":
-        return _invalid(f"{where} must be a string" if len(location) > 2 else
-                        "inputs must be a string or a list of strings")
+        return _invalid(texts.not_text(where if len(location) > 2 else "inputs", item=len(location) > 2))
     return _invalid(f"{where}: {error.get('msg', 'invalid value')}")
 
 
 def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request", message)
+    return ApiError(InvalidBodyError.status, InvalidBodyError.code, message)
+
+
+def _too_large(message: str) -> ApiError:
+    return ApiError(PayloadTooLargeError.status, PayloadTooLargeError.code, message)
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -270,7 +267,7 @@ def _where(location: Sequence[Any]) -> str:
 
 
 def _surrogate_message(value: Any) -> str:
-    return (lone_surrogate(value) if isinstance(value, str) else None) or "is not valid Unicode"
+    return (texts.lone_surrogate(value) if isinstance(value, str) else None) or "is not valid Unicode"
 
 
 def _container(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:
@@ -370,6 +367,28 @@ _ERRORS: Mapping[int, tuple[str, tuple[type[BaseModel], ...]]] = {
 }
 RETRY_AFTER = {"description": "seconds until the quota allows requests again", "required": False,
                "schema": {"type": "integer", "minimum": 0}}
+PREDICTION_IDS_HEADER = "x-ferry-prediction-ids"  # one id per input, in input order, comma-separated
+_PREDICTION_IDS = {PREDICTION_IDS_HEADER: {
+    "description": "one prediction id per input, in input order, comma-separated", "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}(,[0-9a-f]{32})*$"}}}
+_POST_ERRORS = (400, 404, 413, 415, 503)
+
+
+def operations(tasks: Mapping[str, str]) -> dict[tuple[str, str], OperationDoc]:
+    """What each operation of the API answers; `tasks` is each served model's task, by name (the {model}
+    values an operation applies to)."""
+    of_task = {task: tuple(sorted(name for name, kind in tasks.items() if kind == task)) for task in TASK_ENDPOINTS}
+    model = "/v1/models/{model}"
+    return {
+        (model + TASK_ENDPOINTS[TEXT_CLASSIFICATION], "post"): OperationDoc(
+            ok=list[list[Label]], errors=_POST_ERRORS, ok_headers=_PREDICTION_IDS, models=of_task[TEXT_CLASSIFICATION]),
+        (model + TASK_ENDPOINTS[FEATURE_EXTRACTION], "post"): OperationDoc(
+            ok=list[list[float]], errors=_POST_ERRORS, ok_headers=_PREDICTION_IDS, models=of_task[FEATURE_EXTRACTION]),
+        ("/v1/models", "get"): OperationDoc(ok=ModelList, errors=(503,)),
+        (model, "get"): OperationDoc(ok=ModelDetails, errors=(404, 503), models=tuple(sorted(tasks))),
+        ("/healthz", "get"): OperationDoc(ok=Health, errors=(503,), protected=False),
+        ("/openapi.json", "get"): OperationDoc(ok=dict[str, Any], errors=(), protected=False),
+    }
 
 
 def complete_openapi(document: dict[str, Any], operations: Mapping[tuple[str, str], OperationDoc],

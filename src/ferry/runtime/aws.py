@@ -11,7 +11,7 @@ import functools
 import os
 from typing import Any
 
-from ferry.runtime.settings import SettingsError
+from ferry.runtime.exceptions import SettingsError
 
 
 def dynamodb() -> Any:
@@ -32,7 +32,7 @@ def _make(kind: str, service: str, region: str | None, endpoint: str | None) -> 
 
 def table(name: str | None, variable: str | None = None) -> Any:
     """The DynamoDB table `name`; None when it is not configured, unless `variable` names the setting that must
-    give it (then a missing name is an error saying so)."""
+    give it (then a missing name is an error saying so; ``Settings.required`` says the same from a setting)."""
     if name:
         return dynamodb().Table(name)
     if variable is not None:

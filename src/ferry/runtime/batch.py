@@ -35,9 +35,11 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from ferry.runtime.constants import TEXT_CLASSIFICATION
-from ferry.runtime.exceptions import FerryRuntimeError
-from ferry.runtime.service import CHANNEL_BATCH, Answer, PredictionService, lone_surrogate
+from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.exceptions import BatchIncompleteError as BatchIncompleteError  # importable from here as before
+from ferry.runtime.exceptions import BatchInputError as BatchInputError
+from ferry.runtime.service import CHANNEL_BATCH, Answer, PredictionService
+from ferry.runtime.texts import text_error
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +54,49 @@ PART_BYTES = 8 * 1024 * 1024  # 10,000 parts (S3's most) of this hold 78 GiB, fa
 SAFETY_MARGIN_MS = 60_000  # stop when less of the function's time is left: enough to abort the uploads
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
 _UTF8_BOM = b"\xef\xbb\xbf"
-
-
-class BatchInputError(FerryRuntimeError):
-    """An S3 object that cannot be a batch input (wrong place, unknown format, no text column): refused, as no
-    retry can help."""
-
-
-class BatchIncompleteError(FerryRuntimeError):
-    """A file that could not be finished (too little time left, records unaccounted for): nothing is marked
-    done, and the handler raises so that Lambda retries it and then records it in the dead-letter queue."""
+# The key of an output line's answer, by the model's task: a classifier's labels, an embedder's vector.
+OUTPUT_FIELDS = {TEXT_CLASSIFICATION: "predictions", FEATURE_EXTRACTION: "embedding"}
+PREDICTIONS_SUFFIX = ".predictions.jsonl"
+ERRORS_SUFFIX = ".errors.jsonl"
+PARTS_SUFFIX = ".parts/"
 
 
 def max_line_bytes(max_input_chars: int) -> int:
     """The longest line (or CSV record) read, in bytes: the longest accepted text, fully escaped, plus room."""
     return max_input_chars * BYTES_PER_CHAR + LINE_OVERHEAD_BYTES
+
+
+# -- where files go: the one owner of the keys -------------------------------------------------------------------
+
+def input_key(model: str, file_name: str) -> str:
+    """Where a file to predict with `model` is dropped: ``input/<model>/<file name>``."""
+    return f"{INPUT_PREFIX}{model}/{file_name}"
+
+
+@dataclass(frozen=True)
+class OutputKeys:
+    """Where the outputs of one version (`etag`) of an input file go: its predictions, its refused records (only
+    when there are some) and, for a file predicted in chunks, the prefix of the chunks' parts."""
+
+    predictions: str
+    errors: str
+    parts: str
+
+
+def output_keys(model: str, name: str, etag: str) -> OutputKeys:
+    """``output/<model>/<name>.<etag>.predictions.jsonl``, ``...errors.jsonl`` and ``...parts/`` for the input
+    ``input/<model>/<name>.<suffix>`` whose version is `etag`."""
+    stem = f"{OUTPUT_PREFIX}{model}/{name}.{etag}"
+    return OutputKeys(stem + PREDICTIONS_SUFFIX, stem + ERRORS_SUFFIX, stem + PARTS_SUFFIX)
+
+
+def output_keys_of(predictions_key: str) -> OutputKeys:
+    """The outputs that go with a predictions key (what the batch function's summary names as ``output``)."""
+    stem = predictions_key.removesuffix(PREDICTIONS_SUFFIX)
+    if stem == predictions_key or not stem.startswith(OUTPUT_PREFIX):
+        raise BatchInputError(f"s3 key {predictions_key!r} is not a batch output ({OUTPUT_PREFIX}<model>/<name>."
+                              f"<etag>{PREDICTIONS_SUFFIX})")
+    return OutputKeys(predictions_key, stem + ERRORS_SUFFIX, stem + PARTS_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -79,12 +109,16 @@ class BatchObject:
     suffix: str
 
     @property
+    def outputs(self) -> OutputKeys:
+        return output_keys(self.model, self.name, self.etag)
+
+    @property
     def output_key(self) -> str:
-        return f"{OUTPUT_PREFIX}{self.model}/{self.name}.{self.etag}.predictions.jsonl"
+        return self.outputs.predictions
 
     @property
     def errors_key(self) -> str:
-        return f"{OUTPUT_PREFIX}{self.model}/{self.name}.{self.etag}.errors.jsonl"
+        return self.outputs.errors
 
     def prediction_id(self, line: int) -> str:
         """The same 32 hex digits every time this object's record at `line` is predicted: a rerun of the file
@@ -119,7 +153,7 @@ def objects_of(event: dict[str, Any]) -> Iterator[BatchObject]:
         key = unquote_plus(s3.get("object", {}).get("key", ""))
         path = PurePosixPath(key)
         if not key.startswith(INPUT_PREFIX) or len(path.parts) != 3:
-            raise BatchInputError(f"s3 key {key!r}: batch inputs go to {INPUT_PREFIX}<model>/<file>.jsonl or .csv")
+            raise BatchInputError(f"s3 key {key!r}: batch inputs go to {input_key('<model>', '<file>')}.jsonl or .csv")
         if path.suffix not in READERS:
             raise BatchInputError(f"s3 key {key!r}: unknown format {path.suffix!r}; use .jsonl or .csv")
         etag = str(s3.get("object", {}).get("eTag") or s3.get("object", {}).get("sequencer") or "noetag").strip('"')
@@ -311,18 +345,12 @@ READERS: dict[str, type[RecordReader]] = {".jsonl": JsonlRecords, ".csv": CsvRec
 
 
 def checked(record: Record, max_chars: int) -> Record:
-    """The record, or the record as an error when its text is not one the model may be given."""
-    text = record.text
-    if record.error is not None or text is None:
+    """The record, or the record as an error when its text is not one the model may be given (the service's
+    checks, so that no record the file refuses fails its model call)."""
+    if record.error is not None or record.text is None:
         return record
-    if not text.strip():
-        return Record(record.line, error="the text is empty")
-    if len(text) > max_chars:
-        return Record(record.line, error=f"the text has {len(text)} characters; at most {max_chars} are accepted")
-    surrogate = lone_surrogate(text)
-    if surrogate is not None:
-        return Record(record.line, error=f"the text {surrogate}")
-    return record
+    error = text_error(record.text, "the text", max_chars, per_text=False)
+    return record if error is None else Record(record.line, error=str(error))
 
 
 # -- writing ----------------------------------------------------------------------------------------------------
@@ -446,7 +474,7 @@ def predict_stream(s3: Any, obj: BatchObject, body: Any, service: PredictionServ
     `output_key` and `errors_key`, the predictions completed last; or raise and complete neither."""
     result = BatchResult(key=obj.key)
     deadline = deadline or Deadline()
-    task = service.store.get(obj.model).task
+    service.store.get(obj.model)  # an unknown model, or one that cannot load: refused before anything is read
     max_chars = service.settings.max_input_chars
     lines = Lines(body, max_line_bytes(max_chars), first_line=first_line, header_lines=header_lines)
     reader = READERS[obj.suffix](lines)
@@ -463,10 +491,10 @@ def predict_stream(s3: Any, obj: BatchObject, body: Any, service: PredictionServ
                 continue
             pending.append(record)
             if len(pending) == CHUNK:
-                result.predicted += _predict(pending, predictions, service, obj, task, capture)
+                result.predicted += _predict(pending, predictions, service, obj, capture)
         if pending:
             deadline.check(obj, result)
-            result.predicted += _predict(pending, predictions, service, obj, task, capture)
+            result.predicted += _predict(pending, predictions, service, obj, capture)
         result.records = reader.records
         _check_accounting(obj, result, lines)
         errors.complete(if_empty=False)
@@ -483,20 +511,19 @@ def _check_accounting(obj: BatchObject, result: BatchResult, lines: Lines) -> No
             f"refused: {result.records - result.predicted - result.errors} unaccounted for; nothing was written")
 
 
-def _predict(pending: list[Record], out: ObjectStream, service: PredictionService, obj: BatchObject, task: str,
+def _predict(pending: list[Record], out: ObjectStream, service: PredictionService, obj: BatchObject,
              capture: Callable[[Answer], None] | None) -> int:
     texts = [record.text or "" for record in pending]
     ids = [obj.prediction_id(record.line) for record in pending]
-    classify = task == TEXT_CLASSIFICATION
-    answer = (service.classify(obj.model, texts, prediction_ids=ids, channel=CHANNEL_BATCH) if classify
-              else service.embed(obj.model, texts, prediction_ids=ids, channel=CHANNEL_BATCH))
+    answer = service.predict(obj.model, texts, prediction_ids=ids, channel=CHANNEL_BATCH)
     if capture is not None:
         capture(answer)
+    field = OUTPUT_FIELDS[answer.task]
     for record, prediction_id, output in zip(pending, answer.prediction_ids, answer.payload, strict=True):
         line: dict[str, Any] = {"line": record.line, "prediction_id": prediction_id}
         if record.id is not None:
             line["id"] = record.id
-        line["predictions" if classify else "embedding"] = output
+        line[field] = output
         out.write(_json_line(line))
     count = len(pending)
     pending.clear()

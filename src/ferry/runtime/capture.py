@@ -23,6 +23,7 @@ import gzip
 import json
 import math
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,16 +31,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ferry.runtime.constants import CAPTURE_KEY
-from ferry.runtime.emf import NAMESPACE, prediction_metrics
-from ferry.runtime.exceptions import FerryRuntimeError
+from ferry.runtime.constants import CAPTURE_KEY, METRICS_NAMESPACE
+from ferry.runtime.emf import prediction_metrics
+from ferry.runtime.exceptions import CaptureEventError as CaptureEventError  # importable from here as before
+from ferry.runtime.exceptions import CaptureWriteError as CaptureWriteError
 from ferry.runtime.keys import USAGE_TTL_DAYS, usage_expiry, utc_day
+from ferry.runtime.telemetry import Log, MetricSink, add_count
 
 SECONDS_PER_DAY = 86_400
-
-
-class CaptureEventError(FerryRuntimeError):
-    """A subscription event that is not base64-encoded gzip of CloudWatch Logs JSON."""
+NAMESPACE = METRICS_NAMESPACE  # the default namespace of the capture lines' metrics (Settings.metrics_namespace)
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one a call
@@ -72,6 +72,15 @@ def capture_lines(records: Sequence[Mapping[str, Any]], *, service: str, request
         + "\n"
         for index, record in enumerate(records)
     )
+
+
+def print_capture_lines(records: Sequence[Mapping[str, Any]], *, service: str, request_id: str | None,
+                        latency_ms: float | None, namespace: str = NAMESPACE) -> None:
+    """Write :func:`capture_lines` to standard output at once, where Lambda sends it to the function's log
+    group; the log group's subscription filter delivers them to the capture function."""
+    sys.stdout.write(capture_lines(records, service=service, request_id=request_id, latency_ms=latency_ms,
+                                   namespace=namespace))
+    sys.stdout.flush()
 
 
 def decode_subscription_event(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,18 +269,6 @@ class CaptureResult:
     retries: int = 0
 
 
-class CaptureWriteError(FerryRuntimeError):
-    """Some records of a delivery were not written. The capture function raises it so that Lambda retries the
-    event and, after its retries, sends it to the dead-letter queue (``ferry captures replay`` writes it from
-    there); `result` says what was written before."""
-
-    def __init__(self, result: CaptureResult):
-        self.result = result
-        causes = ", ".join(f"{code} x{count}" for code, count in result.errors.most_common())
-        super().__init__(f"{result.failed} captures not written ({causes}); {result.written} written, "
-                         f"{result.duplicates} already there")
-
-
 def write_captures(table: Any, records: Iterable[Mapping[str, Any]], ttl_days: int,
                    usage_table: Any | None = None, retrier: Retrier | None = None) -> CaptureResult:
     """Write each record once: a conditional put on prediction_id makes redelivery harmless.
@@ -356,3 +353,46 @@ def add_usage(usage_table: Any, usage: Mapping[tuple[str, str], int], ttl_days: 
         except (BotoCoreError, ClientError):
             lost[(identifier, day)] += count
     return lost
+
+
+# -- the capture function -----------------------------------------------------------------------------------------
+
+def receive(event: Mapping[str, Any], table: Callable[[], Any], ttl_days: int, usage_table: Any | None,
+            retrier: Retrier, *, logger: Log, metrics: MetricSink) -> dict[str, int]:
+    """What the capture function does with one delivery: write its captures (:func:`write_captures`) into the
+    table `table()` makes, report what happened, and answer the counts.
+
+    An event that is not a subscription event is dropped (logged, counted): no retry can make it one. Captures
+    not written raise :class:`CaptureWriteError` after the report, so that Lambda retries the event and then
+    sends it to the dead-letter queue."""
+    try:
+        payload = decode_subscription_event(event)
+    except CaptureEventError as error:
+        logger.error("dropped an event that is not a subscription event", extra={"reason": str(error)})
+        add_count(metrics, "CaptureEventsRejected")
+        return {"written": 0, "duplicates": 0, "invalid": 1}
+    try:
+        result = write_captures(table(), capture_records(payload), ttl_days, usage_table, retrier)
+    except CaptureWriteError as error:
+        report(error.result, logger=logger, metrics=metrics)
+        logger.error("captures not written: Lambda retries the event, then sends it to the dead-letter queue",
+                     extra={"reason": str(error), "errors": dict(error.result.errors)})
+        raise
+    report(result, logger=logger, metrics=metrics)
+    return {"written": result.written, "duplicates": result.duplicates, "invalid": result.invalid}
+
+
+def report(result: CaptureResult, *, logger: Log, metrics: MetricSink) -> None:
+    """A delivery's counts as metrics and one log line; usage counts the table refused, logged to add by hand."""
+    add_count(metrics, "CapturesWritten", result.written)
+    add_count(metrics, "CaptureDuplicates", result.duplicates)
+    add_count(metrics, "CaptureWriteRetries", result.retries)
+    add_count(metrics, "CapturesFailed", result.failed)
+    if result.usage_lost:  # an ADD cannot be retried by redelivery: the counts to add by hand, if need be
+        lost = [{"key_id": key_id, "day": day, "predictions": lost}
+                for (key_id, day), lost in result.usage_lost.items()]
+        logger.error("usage counts not added", extra={"usage_lost": lost})
+        add_count(metrics, "UsageCountsLost", sum(result.usage_lost.values()))
+    logger.info("captured", extra={"written": result.written, "duplicates": result.duplicates,
+                                   "invalid": result.invalid, "failed": result.failed, "retries": result.retries,
+                                   "counted_for_keys": sum(result.usage.values())})

@@ -23,10 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ferry.runtime.batch import (
-    OUTPUT_PREFIX,
     PART_BYTES,
     READ_BYTES,
-    BatchIncompleteError,
     BatchObject,
     BatchResult,
     Deadline,
@@ -34,6 +32,7 @@ from ferry.runtime.batch import (
     exists,
     predict_stream,
 )
+from ferry.runtime.exceptions import BatchIncompleteError
 from ferry.runtime.service import Answer, PredictionService
 
 CSV_SUFFIX = ".csv"
@@ -126,7 +125,7 @@ class _Cutter:
 # -- the parts of a chunked file --------------------------------------------------------------------------------
 
 def parts_prefix(obj: BatchObject) -> str:
-    return f"{OUTPUT_PREFIX}{obj.model}/{obj.name}.{obj.etag}.parts/"
+    return obj.outputs.parts
 
 
 def _part(obj: BatchObject, index: int, what: str) -> str:

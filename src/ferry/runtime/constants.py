@@ -24,6 +24,7 @@ ENV_USAGE_TABLE = "FERRY_USAGE_TABLE"  # DynamoDB table of daily prediction coun
 ENV_BATCH_CHUNK_BYTES = "FERRY_BATCH_CHUNK_BYTES"  # a batch file larger than this is predicted in chunks
 ENV_BATCH_STATE_MACHINE = "FERRY_BATCH_STATE_MACHINE"  # runs the chunks in AWS; unset: in process, in order
 ENV_DAILY_QUOTA = "FERRY_DAILY_QUOTA"  # predictions a key may make a day when the key sets none; 0 = no quota
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own variable: the functions' metrics namespace
 
 DEFAULT_MAX_INPUTS = 64
 DEFAULT_MAX_INPUT_CHARS = 10_000
@@ -35,6 +36,7 @@ DEFAULT_BATCH_CHUNK_BYTES = 8 * 1024 * 1024
 OUTPUT_MODES = ("full", "top")
 TOP_SCORE_DECIMALS = 2  # OutputMode=top rounds the one score it returns to this many decimals
 CAPTURE_KEY = "capture"  # the key of a capture record in a structured log line
+METRICS_NAMESPACE = "Ferry"  # CloudWatch namespace of every metric, unless POWERTOOLS_METRICS_NAMESPACE says otherwise
 
 DEFAULT_MODELS_DIR = "/opt/models"  # where Lambda unpacks model layers (each layer holds models/<name>/)
 
@@ -51,5 +53,7 @@ VERSION_HEX_DIGITS = 12
 TEXT_CLASSIFICATION = "text-classification"
 FEATURE_EXTRACTION = "feature-extraction"
 TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION)
+# The HTTP API's endpoint for each task: POST /v1/models/{model}/predict or /embed.
+TASK_ENDPOINTS = {TEXT_CLASSIFICATION: "/predict", FEATURE_EXTRACTION: "/embed"}
 
 FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-NAMESPACE = "Ferry"
+from ferry.runtime.constants import METRICS_NAMESPACE
+
+NAMESPACE = METRICS_NAMESPACE  # the default; a function passes its Settings.metrics_namespace
 PREDICTIONS = "Predictions"
 LATENCY = "Latency"
 BATCH_SIZE = "BatchSize"

@@ -30,6 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.runtime.exceptions import ApiKeyError as ApiKeyError  # importable from here as before
+from ferry.runtime.telemetry import Log
+
 KEY_PREFIX = "fry_"
 MIN_KEY_LENGTH = 16
 KEY_ID_HEX_DIGITS = 16
@@ -37,10 +40,6 @@ KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _KEY_WITH_ID_RE = re.compile(r"^fry_([0-9a-f]{16})_(.{16,})$")
 SECONDS_PER_DAY = 86_400
 USAGE_TTL_DAYS = 7  # a usage item expires this many days after the UTC day it counts
-
-
-class ApiKeyError(Exception):
-    """A key that cannot be stored (too short, already there) or changed (no such id)."""
 
 
 def legacy_key_id(key: str) -> str:
@@ -175,6 +174,19 @@ def authorize(keys_table: Any, usage_table: Any | None, key: str | None, default
         if usage_of(usage_table, identifier, utc_day(now)) >= quota:
             context.update(quota_exceeded=True, retry_after=seconds_to_next_utc_day(now))
     return {"isAuthorized": True, "context": context}
+
+
+def authorize_event(event: Mapping[str, Any], keys_table: Any, usage_table: Any | None, default_quota: int, *,
+                    logger: Log) -> dict[str, Any]:
+    """What the authorizer function answers for a request (payload 2.0, simple response): :func:`authorize`
+    for its bearer key, the refusals and the keys over quota logged (never the key)."""
+    token = bearer(event.get("headers"))
+    answer = authorize(keys_table, usage_table, token, default_quota)
+    if not answer["isAuthorized"]:
+        logger.info("refused", extra={"has_token": token is not None})
+    elif answer["context"]["quota_exceeded"]:
+        logger.info("over quota", extra={"key_id": answer["context"]["key_id"]})
+    return answer
 
 
 # --- administration (`ferry keys list / revoke`) ---------------------------------------------------------------

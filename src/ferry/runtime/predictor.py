@@ -2,12 +2,16 @@
 
 One ONNX Runtime session per model per process; texts are truncated to the manifest's ``max_length`` and
 padded to the longest text of the batch, never to a fixed length.
+
+Pure inference: encode, forward, scores, pooling. No request limits and no configuration read here (the
+service applies the limits; its Settings give the threads); :meth:`Predictor.classify` and
+:meth:`Predictor.embed` compose the steps for callers that hold a Predictor (evaluation, benchmarks), and
+serving goes through :class:`ferry.runtime.service.PredictionService`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +23,6 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from ferry.runtime.constants import (
-    ENV_ORT_THREADS,
     FEATURE_EXTRACTION,
     FUNCTIONS_TO_APPLY,
     MODEL_FILE,
@@ -28,6 +31,7 @@ from ferry.runtime.constants import (
 )
 from ferry.runtime.exceptions import InvalidInputError, ManifestError, UnsupportedTaskError
 from ferry.runtime.manifest import Manifest, as_model_dir
+from ferry.runtime.texts import check_shape
 
 _FEEDS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -43,15 +47,6 @@ class Batch:
     @property
     def attention_mask(self) -> np.ndarray:
         return self.feeds["attention_mask"]
-
-
-def _threads_from_env() -> int:
-    raw = os.environ.get(ENV_ORT_THREADS, "0")
-    try:
-        threads = int(raw)
-    except ValueError:
-        raise InvalidInputError(f"{ENV_ORT_THREADS}={raw!r} is not an integer") from None
-    return max(threads, 0)
 
 
 def _untruncated_length(encoding: Encoding) -> int:
@@ -106,7 +101,9 @@ class Predictor:
 
     @classmethod
     def load(cls, path: Path | str, *, threads: int | None = None, verify: bool = True) -> Predictor:
-        """Load a model folder (or a layer folder with one model), verifying every file against the manifest."""
+        """Load a model folder (or a layer folder with one model), verifying every file against the manifest.
+
+        `threads`: intra-op threads of the session (Settings.ort_threads); None or 0 lets ONNX Runtime decide."""
         started = time.perf_counter()
         model_dir = as_model_dir(Path(path))
         manifest = Manifest.load(model_dir)
@@ -115,7 +112,7 @@ class Predictor:
         options = ort.SessionOptions()
         # Hardware-specific fusions happen here, on the CPU that will run them, not at build time.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = _threads_from_env() if threads is None else max(threads, 0)
+        options.intra_op_num_threads = max(threads or 0, 0)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = ort.InferenceSession(
@@ -145,8 +142,7 @@ class Predictor:
         return self.manifest.task
 
     def encode(self, texts: Sequence[str]) -> Batch:
-        _check_texts(texts)
-        encodings = self.tokenizer.encode_batch(list(texts))
+        encodings = self.tokenizer.encode_batch(check_shape(texts))
         arrays = {
             "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
@@ -176,6 +172,7 @@ class Predictor:
         function_to_apply: str | None = None,
     ) -> list[list[dict[str, Any]]]:
         """One list of ``{label, score}`` per text, best first, as the Hugging Face Inference API answers."""
+        self.require(TEXT_CLASSIFICATION)
         return self.ranked(self.forward(self.encode(texts)), function_to_apply=function_to_apply, top_k=top_k)
 
     def scores(self, logits: np.ndarray, function_to_apply: str | None = None) -> np.ndarray:
@@ -207,7 +204,7 @@ class Predictor:
         return answer
 
     def _function(self, function_to_apply: str | None) -> str:
-        self._require(TEXT_CLASSIFICATION)
+        self.require(TEXT_CLASSIFICATION)
         function = function_to_apply or self.default_function()
         if function not in FUNCTIONS_TO_APPLY:
             raise InvalidInputError(
@@ -223,15 +220,25 @@ class Predictor:
 
     def embed(self, texts: Sequence[str], *, normalize: bool | None = None) -> np.ndarray:
         """One mean-pooled vector per text; unit length when ``normalize`` (default: the manifest's choice)."""
-        self._require(FEATURE_EXTRACTION)
-        vectors = self.forward(self.encode(texts))
+        self.require(FEATURE_EXTRACTION)
+        return self.normalized(self.forward(self.encode(texts)), normalize)
+
+    def normalized(self, vectors: np.ndarray, normalize: bool | None = None) -> np.ndarray:
+        """Pooled vectors made unit length when `normalize` says so, or, when it says nothing, when the model's
+        manifest does (``normalize_default``: the sentence-transformers pipeline ends with Normalize)."""
         if self.manifest.normalize_default if normalize is None else normalize:
-            vectors = l2_normalize(vectors)
+            return l2_normalize(vectors)
         return vectors
 
-    def _require(self, task: str) -> None:
-        if self.task != task:
-            raise UnsupportedTaskError(f"model {self.name!r} is {self.task}, not {task}")
+    def require(self, task: str, *, endpoints: Mapping[str, str] | None = None) -> None:
+        """Refuse to use this model for `task` unless it is the model's task. With `endpoints` (each task's
+        HTTP endpoint), the message says which endpoint to use instead."""
+        if self.task == task:
+            return
+        if endpoints is not None:
+            raise UnsupportedTaskError(
+                f"model {self.name!r} is {self.task}: use {endpoints[self.task]}, not {endpoints[task]}")
+        raise UnsupportedTaskError(f"model {self.name!r} is {self.task}, not {task}")
 
 
 def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -244,16 +251,6 @@ def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return np.asarray(vectors / np.clip(norms, 1e-12, None), dtype=np.float32)
-
-
-def _check_texts(texts: Sequence[str]) -> None:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InvalidInputError("texts must be a list of strings")
-    if not texts:
-        raise InvalidInputError("texts is empty: give at least one text")
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not a string")
 
 
 def _find_pad_token(tokenizer: Tokenizer) -> tuple[str, int]:

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferry.runtime.capture import (
-    CaptureEventError,
     CaptureResult,
-    CaptureWriteError,
     Retrier,
     capture_records,
     decode_subscription_event,
     to_item,
     write_captures,
 )
+from ferry.runtime.exceptions import CaptureEventError, CaptureWriteError
 
 RECEIVE_BATCH = 10  # the most SQS returns at once
 VISIBILITY_S = 300  # a received message stays hidden this long: this replay alone handles it meanwhile

@@ -1,7 +1,9 @@
-"""What the predict and embed endpoints do, independent of Lambda and HTTP: limits, models, capture records.
+"""The one way to predict, independent of Lambda and HTTP: limits, models, task dispatch, capture records.
 
-A handler parses its event, calls :class:`PredictionService`, and shapes the answer; everything here is
-testable without an event.
+:meth:`PredictionService.predict` takes a model's name, texts and :class:`Options`, checks the texts against the
+limits of its :class:`Settings`, loads the model once (:class:`ModelStore`), does what the model's task does
+(labels or vectors) and returns an :class:`Answer` with one capture record per text. The predict function's
+routes, the batch function and the CLI all call it; none of them branches on a task.
 """
 
 from __future__ import annotations
@@ -10,44 +12,46 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
-from ferry.runtime.exceptions import FerryRuntimeError, InvalidInputError, UnsupportedTaskError
+from ferry.runtime.constants import FEATURE_EXTRACTION, TASK_ENDPOINTS, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
+from ferry.runtime.exceptions import FerryRuntimeError, NoModelsError
+from ferry.runtime.exceptions import PayloadTooLargeError as PayloadTooLargeError  # importable from here as before
 from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
-from ferry.runtime.predictor import Predictor, l2_normalize
+from ferry.runtime.predictor import Batch, Predictor
 from ferry.runtime.settings import Settings
+from ferry.runtime.texts import check_inputs, too_many_tokens
 
 log = logging.getLogger(__name__)
-_SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \ud800-style escapes leave when one comes unpaired
-
-
-def lone_surrogate(text: str) -> str | None:
-    """Why `text` cannot be given to a model when it holds a lone surrogate (no UTF-8 encodes one); else None."""
-    found = None if text.isascii() else _SURROGATE.search(text)
-    if found is None:
-        return None
-    return (f"holds a lone surrogate (\\u{ord(found.group()):04x}) at character {found.start()}: texts must be "
-            "valid Unicode")
-
 
 CHANNEL_API = "api"  # a capture record's "channel": the prediction was asked through the HTTP API
 CHANNEL_BATCH = "batch"  # ... or made by the batch function for a file in S3
 
 
-class PayloadTooLargeError(FerryRuntimeError):
-    """A request over one of the configured limits (texts per request, characters per text, body size)."""
+@dataclass(frozen=True)
+class Options:
+    """How to predict. Each task reads its own options and ignores the others': a classifier `top_k` (labels
+    to return, best first; None: all) and `function_to_apply` (None: the model's default); an embedder
+    `normalize` (None: the model's default) and `truncate` (False: a text over the model's max_length is an
+    error rather than cut)."""
+
+    top_k: int | None = None
+    function_to_apply: str | None = None
+    normalize: bool | None = None
+    truncate: bool = True
 
 
 @dataclass(frozen=True)
 class Answer:
-    """The result of one request: the payload to return, one id per input, and what to capture."""
+    """The result of one request: the payload to return, one id per input, and what to capture. `payload` holds
+    one item per text: a list of ``{label, score}`` (text-classification) or a vector (feature-extraction), as
+    `task` says."""
 
     payload: Any
     prediction_ids: list[str]
@@ -55,6 +59,16 @@ class Answer:
     model: str
     version: str
     latency_ms: float
+    task: str
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What a task's model call gives back: the payload, and per text its best label and score (classifiers)."""
+
+    batch: Batch
+    payload: Any
+    best: Sequence[tuple[str | None, float | None]]
 
 
 class ModelStore:
@@ -129,92 +143,84 @@ class ModelStore:
 
 
 class PredictionService:
+    """Predictions with `settings`' limits, output mode and capture options, from the models of its store."""
+
     def __init__(self, settings: Settings, store: ModelStore | None = None):
         self.settings = settings
         self.store = store or ModelStore(settings)
         self._secret = settings.stack_secret.encode("utf-8") if settings.stack_secret else None
+        self._tasks: dict[str, Callable[[Predictor, list[str], Options], _Outputs]] = {
+            TEXT_CLASSIFICATION: self._classify, FEATURE_EXTRACTION: self._embed}
+
+    @classmethod
+    def for_models(cls, models_path: Iterable[Path | str]) -> PredictionService:
+        """A service for a process that uses the models of `models_path` itself (the CLI): no limits, no stack
+        secret, no text captured (:meth:`Settings.for_models`)."""
+        return cls(Settings.for_models(models_path))
 
     def check_inputs(self, inputs: str | Sequence[str]) -> list[str]:
         """The texts of a request, or a precise error: empty, not strings, too many, too long."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not texts:
-            raise InvalidInputError("inputs is empty: give a string or a non-empty list of strings")
-        if len(texts) > self.settings.max_inputs:
-            raise PayloadTooLargeError(
-                f"inputs has {len(texts)} texts; at most {self.settings.max_inputs} are accepted per request"
-            )
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInputError(f"inputs[{index}] is {type(text).__name__}, not a string")
-            if not text.strip():
-                raise InvalidInputError(f"inputs[{index}] is empty")
-            surrogate = lone_surrogate(text)
-            if surrogate is not None:
-                raise InvalidInputError(f"inputs[{index}] {surrogate}")
-            if len(text) > self.settings.max_input_chars:
-                raise PayloadTooLargeError(
-                    f"inputs[{index}] has {len(text)} characters; at most {self.settings.max_input_chars} "
-                    "are accepted per text"
-                )
-        return texts
+        return check_inputs(inputs, self.settings.max_inputs, self.settings.max_input_chars)
 
-    def _prepare(self, model: str, inputs: str | Sequence[str], task: str) -> tuple[list[str], Predictor]:
-        """The checked texts and the loaded model, which must do `task` (the endpoint's)."""
+    def predict(
+        self, model: str, inputs: str | Sequence[str], options: Options | None = None, *, task: str | None = None,
+        key_id: str | None = None, prediction_ids: Sequence[str] | None = None, channel: str = CHANNEL_API,
+    ) -> Answer:
+        """What the model `model` does for `inputs` (one text or a list), by its task: labels with scores, best
+        first, or vectors. `task`, when given, is the task the caller asks for (an endpoint's): a model of
+        another task is an error naming the endpoint to use.
+
+        `key_id` names the API key that asked; `prediction_ids` (one per text) replace the random ones (the
+        batch function derives them from the file, so that a rerun captures nothing twice); `channel` is
+        recorded in each capture record."""
         texts = self.check_inputs(inputs)
         predictor = self.store.get(model)
-        if predictor.task != task:
-            wanted, other = ("/predict", "/embed") if task == TEXT_CLASSIFICATION else ("/embed", "/predict")
-            raise UnsupportedTaskError(f"model {model!r} is {predictor.task}: use {other}, not {wanted}")
-        return texts, predictor
+        if task is not None:
+            predictor.require(task, endpoints=TASK_ENDPOINTS)
+        started = time.perf_counter()
+        outputs = self._tasks[predictor.task](predictor, texts, options or Options())
+        latency_ms = (time.perf_counter() - started) * 1000
+        return self._answer(predictor, texts, outputs, latency_ms, key_id, prediction_ids, channel)
 
     def classify(
         self, model: str, inputs: str | Sequence[str], *, top_k: int | None = None,
         function_to_apply: str | None = None, key_id: str | None = None,
         prediction_ids: Sequence[str] | None = None, channel: str = CHANNEL_API,
     ) -> Answer:
-        """Labels with scores, best first; with output_mode "top" only the best label, its score rounded to
-        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score).
-
-        `prediction_ids` (one per text) replace the random ones: the batch function derives them from the file,
-        so that a rerun captures nothing twice. `channel` is recorded in each capture record."""
-        texts, predictor = self._prepare(model, inputs, TEXT_CLASSIFICATION)
-        top_only = self.settings.output_mode == "top"
-        started = time.perf_counter()
-        batch = predictor.encode(texts)
-        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=function_to_apply,
-                                  top_k=1 if top_only else top_k)
-        latency_ms = (time.perf_counter() - started) * 1000
-        best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
-        payload = ([[{"label": label, "score": round(score, TOP_SCORE_DECIMALS)}] for label, score in best]
-                   if top_only else ranked)
-        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, best, payload, latency_ms,
-                            key_id, prediction_ids, channel)
+        """:meth:`predict` with a classifier (the /predict endpoint)."""
+        return self.predict(model, inputs, Options(top_k=top_k, function_to_apply=function_to_apply),
+                            task=TEXT_CLASSIFICATION, key_id=key_id, prediction_ids=prediction_ids, channel=channel)
 
     def embed(self, model: str, inputs: str | Sequence[str], *, normalize: bool | None = None,
               truncate: bool = True, key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
               channel: str = CHANNEL_API) -> Answer:
-        """Vectors, normalized as the manifest says unless `normalize`; `prediction_ids` and `channel` as for
-        :meth:`classify`."""
-        texts, predictor = self._prepare(model, inputs, FEATURE_EXTRACTION)
-        started = time.perf_counter()
-        batch = predictor.encode(texts)
-        if not truncate and any(batch.truncated):
-            index = batch.truncated.index(True)
-            raise PayloadTooLargeError(
-                f"inputs[{index}] has {batch.token_lengths[index]} tokens, over the model's "
-                f"{predictor.manifest.max_length}; send shorter text or truncate=true"
-            )
-        vectors = predictor.forward(batch)
-        if predictor.manifest.normalize_default if normalize is None else normalize:
-            vectors = l2_normalize(vectors)
-        latency_ms = (time.perf_counter() - started) * 1000
-        payload = vectors.astype(float).tolist()
-        none: list[tuple[str | None, float | None]] = [(None, None)] * len(texts)
-        return self._answer(predictor, texts, batch.token_lengths, batch.truncated, none, payload, latency_ms,
-                            key_id, prediction_ids, channel)
+        """:meth:`predict` with an embedder (the /embed endpoint)."""
+        return self.predict(model, inputs, Options(normalize=normalize, truncate=truncate), task=FEATURE_EXTRACTION,
+                            key_id=key_id, prediction_ids=prediction_ids, channel=channel)
 
-    def _answer(self, predictor: Predictor, texts: list[str], lengths: list[int], truncated: list[bool],
-                best: Sequence[tuple[str | None, float | None]], payload: Any, latency_ms: float,
+    def _classify(self, predictor: Predictor, texts: list[str], options: Options) -> _Outputs:
+        """Labels with scores, best first; with output_mode "top" only the best label, its score rounded to
+        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score)."""
+        top_only = self.settings.output_mode == "top"
+        batch = predictor.encode(texts)
+        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=options.function_to_apply,
+                                  top_k=1 if top_only else options.top_k)
+        best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
+        payload = ([[{"label": label, "score": round(score, TOP_SCORE_DECIMALS)}] for label, score in best]
+                   if top_only else ranked)
+        return _Outputs(batch, payload, best)
+
+    def _embed(self, predictor: Predictor, texts: list[str], options: Options) -> _Outputs:
+        """Vectors, normalized as `options` or else the model says."""
+        batch = predictor.encode(texts)
+        if not options.truncate and any(batch.truncated):
+            index = batch.truncated.index(True)
+            raise PayloadTooLargeError(too_many_tokens(f"inputs[{index}]", batch.token_lengths[index],
+                                                       predictor.manifest.max_length))
+        vectors = predictor.normalized(predictor.forward(batch), options.normalize)
+        return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts))
+
+    def _answer(self, predictor: Predictor, texts: list[str], outputs: _Outputs, latency_ms: float,
                 key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
                 channel: str = CHANNEL_API) -> Answer:
         now = datetime.now(UTC)
@@ -225,6 +231,7 @@ class PredictionService:
             ids = list(prediction_ids)
         else:
             raise ValueError(f"{len(prediction_ids)} prediction ids for {len(texts)} texts")
+        batch = outputs.batch
         captures = [
             capture_record(
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
@@ -232,11 +239,36 @@ class PredictionService:
                 truncated=cut, text=text, keep_text=self.settings.capture_text, secret=self._secret, key_id=key_id,
                 channel=channel,
             )
-            for prediction_id, text, length, cut, (label, score) in zip(ids, texts, lengths, truncated, best,
-                                                                         strict=True)
+            for prediction_id, text, length, cut, (label, score) in zip(
+                ids, texts, batch.token_lengths, batch.truncated, outputs.best, strict=True)
         ]
-        return Answer(payload=payload, prediction_ids=ids, captures=captures, model=predictor.name,
-                      version=predictor.version, latency_ms=latency_ms)
+        return Answer(payload=outputs.payload, prediction_ids=ids, captures=captures, model=predictor.name,
+                      version=predictor.version, latency_ms=latency_ms, task=predictor.task)
+
+    # -- what GET /v1/models, /v1/models/{model} and /healthz show -------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model in the search path: its manifest's summary (read, not loaded) and its status."""
+        return [{**manifest.summary(), "status": self.store.status(name)}
+                for name, manifest in sorted(self.store.available().items())]
+
+    def describe(self, model: str) -> dict[str, Any]:
+        """One model, loaded (a model that cannot load is an error): its summary, ``"status": "loaded"`` and
+        what its build recorded (quantization, parity, training, source...)."""
+        manifest = self.store.get(model).manifest
+        return {**manifest.summary(), "status": "loaded", **manifest.describe()}  # the status after the summary
+
+    def health(self) -> dict[str, Any]:
+        """Liveness, cheap: the models found and whether each is loaded; it loads, reads and hashes nothing. No
+        model at all is an error (:class:`NoModelsError`)."""
+        names = self.store.names()
+        if not names:
+            raise NoModelsError("no models found in the models path")
+        return {"status": "ok", "models": {name: self.store.status(name) for name in names}}
+
+    def tasks(self) -> dict[str, str]:
+        """Each model's task, by name, from the manifests (nothing loaded)."""
+        return {name: manifest.task for name, manifest in self.store.available().items()}
 
 
 def capture_record(

@@ -1,9 +1,14 @@
-"""The runtime's configuration: read from the environment once per container, validated, frozen."""
+"""The runtime's configuration: read from the environment once per container, validated, frozen.
+
+This module is the only reader of the runtime's environment variables (their names are in
+:mod:`ferry.runtime.constants`): every other module is handed a :class:`Settings`, or a value from one.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from ferry.runtime.constants import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUT_CHARS,
     DEFAULT_MAX_INPUTS,
+    DEFAULT_MODELS_DIR,
     ENV_BATCH_CHUNK_BYTES,
     ENV_BATCH_STATE_MACHINE,
     ENV_CAPTURE_TABLE,
@@ -24,23 +30,35 @@ from ferry.runtime.constants import (
     ENV_MAX_BODY_BYTES,
     ENV_MAX_INPUT_CHARS,
     ENV_MAX_INPUTS,
+    ENV_METRICS_NAMESPACE,
     ENV_MODELS_DIR,
     ENV_ORT_THREADS,
     ENV_OUTPUT_MODE,
     ENV_PRELOAD,
     ENV_STACK_SECRET,
     ENV_USAGE_TABLE,
+    METRICS_NAMESPACE,
     OUTPUT_MODES,
 )
-from ferry.runtime.exceptions import FerryRuntimeError
+from ferry.runtime.exceptions import SettingsError as SettingsError  # importable from here as before
 from ferry.runtime.manifest import is_valid_name, models_search_path
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+NO_LIMIT = sys.maxsize  # a limit that no request reaches: Settings.for_models, for a process that serves nobody
 
 
-class SettingsError(FerryRuntimeError):
-    """An environment variable holds a value the runtime cannot use."""
+def configured_models_path(env: Mapping[str, str] | None = None) -> tuple[Path, ...] | None:
+    """The folders FERRY_MODELS_DIR names (one, or several separated by os.pathsep), or None when it is not set:
+    for a caller with a default of its own (the CLI looks in its folder of layers)."""
+    value = (os.environ if env is None else env).get(ENV_MODELS_DIR)
+    return tuple(models_search_path(value)) if value else None
+
+
+def _models_path(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """FERRY_MODELS_DIR (one folder, or several separated by os.pathsep), else /opt/models."""
+    configured = configured_models_path(env)
+    return tuple(models_search_path(DEFAULT_MODELS_DIR)) if configured is None else configured
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -86,7 +104,7 @@ def _preload(env: Mapping[str, str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    models_path: tuple[Path, ...] = field(default_factory=lambda: tuple(models_search_path()))
+    models_path: tuple[Path, ...] = field(default_factory=lambda: _models_path(os.environ))
     max_inputs: int = DEFAULT_MAX_INPUTS
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -102,12 +120,13 @@ class Settings:
     daily_quota: int = DEFAULT_DAILY_QUOTA
     batch_chunk_bytes: int = DEFAULT_BATCH_CHUNK_BYTES
     batch_state_machine: str | None = None
+    metrics_namespace: str = METRICS_NAMESPACE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
-            models_path=tuple(models_search_path(env.get(ENV_MODELS_DIR) or None)),
+            models_path=_models_path(env),
             max_inputs=_int(env, ENV_MAX_INPUTS, DEFAULT_MAX_INPUTS, 1),
             max_input_chars=_int(env, ENV_MAX_INPUT_CHARS, DEFAULT_MAX_INPUT_CHARS, 1),
             max_body_bytes=_int(env, ENV_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1),
@@ -123,4 +142,32 @@ class Settings:
             daily_quota=_int(env, ENV_DAILY_QUOTA, DEFAULT_DAILY_QUOTA, 0),
             batch_chunk_bytes=_int(env, ENV_BATCH_CHUNK_BYTES, DEFAULT_BATCH_CHUNK_BYTES, 1),
             batch_state_machine=env.get(ENV_BATCH_STATE_MACHINE) or None,
+            metrics_namespace=env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE,
         )
+
+    @classmethod
+    def for_models(cls, models_path: Iterable[Path | str], env: Mapping[str, str] | None = None) -> Settings:
+        """Settings for a process that uses models on this machine rather than serving them (the CLI): models
+        from `models_path` (e.g. the ``models/`` folders of a layers folder), ONNX Runtime's threads from the
+        environment, no limit on texts or characters (texts are still checked), every label in answers, and
+        nothing keyed, captured or stored (no stack secret, no tables)."""
+        env = os.environ if env is None else env
+        return cls(models_path=tuple(Path(path) for path in models_path), max_inputs=NO_LIMIT,
+                   max_input_chars=NO_LIMIT, ort_threads=_int(env, ENV_ORT_THREADS, 0, 0))
+
+    def required(self, name: str) -> str:
+        """The value of the setting `name` (``keys_table``, ``capture_table``...), which this function cannot
+        work without: unset, it is an error naming the environment variable to set."""
+        value = getattr(self, name)
+        if not value:
+            raise SettingsError(f"{_ENV_OF.get(name, name)} is not set")
+        return str(value)
+
+
+_ENV_OF = {
+    "capture_table": ENV_CAPTURE_TABLE,
+    "keys_table": ENV_KEYS_TABLE,
+    "usage_table": ENV_USAGE_TABLE,
+    "stack_secret": ENV_STACK_SECRET,
+    "batch_state_machine": ENV_BATCH_STATE_MACHINE,
+}

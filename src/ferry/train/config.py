@@ -5,21 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.data.dataset import DEFAULT_FRACTIONS
+from ferry.data.dataset import BUNDLED, DEFAULT_FRACTIONS
+from ferry.train.exceptions import InvalidTrainConfigError, TrainError
 
+__all__ = ["SAMPLINGS", "InvalidTrainConfigError", "TrainConfig", "TrainError"]  # the errors too: their former home
 
-class TrainError(Exception):
-    """Training cannot start or cannot finish; nothing is left in the output folder."""
-
-
-class InvalidTrainConfigError(TrainError):
-    """An argument of `ferry train` is wrong."""
+SAMPLINGS = ("natural", "balanced")  # shuffled epochs, or classes drawn uniformly (the prior corrected at the end)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     base: str  # a local Hugging Face folder or a packaged hub id
-    data: str  # "default" (the bundled tweets) or a CSV/JSONL file
+    data: str  # "default" (BUNDLED: the bundled tweets) or a CSV/JSONL file
     out: Path
     neutral: bool = False  # bundled tweets: three classes instead of negative/positive
     labels: tuple[str, ...] | None = None  # a user file: the closed set of labels, in this order
@@ -51,18 +48,20 @@ class TrainConfig:
                     "validations": self.validations}
         for name, value in positive.items():
             if value < 1:
-                raise InvalidTrainConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise InvalidTrainConfigError(f"must be positive, got {value}", field=name)
         if not 0 < self.learning_rate < 1:
-            raise InvalidTrainConfigError(f"--learning-rate must be in (0, 1), got {self.learning_rate}")
+            raise InvalidTrainConfigError(f"must be in (0, 1), got {self.learning_rate}", field="learning_rate")
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise InvalidTrainConfigError(f"--max-minutes must be positive, got {self.max_minutes}")
-        if self.sampling not in ("natural", "balanced"):
-            raise InvalidTrainConfigError(f"--sampling must be natural or balanced, got {self.sampling!r}")
+            raise InvalidTrainConfigError(f"must be positive, got {self.max_minutes}", field="max_minutes")
+        if self.sampling not in SAMPLINGS:
+            raise InvalidTrainConfigError(f"must be {' or '.join(SAMPLINGS)}, got {self.sampling!r}", field="sampling")
         if self.frozen_layers < 0:
-            raise InvalidTrainConfigError(f"--frozen-layers must be >= 0, got {self.frozen_layers}")
+            raise InvalidTrainConfigError(f"must be >= 0, got {self.frozen_layers}", field="frozen_layers")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
-            raise InvalidTrainConfigError(f"--min-confidence must be in [0, 1], got {self.min_confidence}")
+            raise InvalidTrainConfigError(f"must be in [0, 1], got {self.min_confidence}", field="min_confidence")
         if self.out.exists() and not self.out.is_dir():
-            raise InvalidTrainConfigError(f"--out {self.out} exists and is not a folder")
-        if self.data != "default" and not Path(self.data).exists():
-            raise InvalidTrainConfigError(f"--data {self.data}: no such file (or use --data default)")
+            raise InvalidTrainConfigError(f"{self.out} exists and is not a folder", field="out")
+        if self.data != BUNDLED and not Path(self.data).exists():
+            raise InvalidTrainConfigError(
+                f"{self.data}: no such file (or use {BUNDLED!r}, the bundled tweets)", field="data"
+            )

@@ -22,10 +22,14 @@ from typing import Any
 import numpy as np
 
 from ferry.data.dataset import Dataset, LabelledText, load_dataset
+from ferry.layer.config import BuildEnvironment
 from ferry.layer.packaging import install_folder
-from ferry.layer.source import TRAINING_REPORT_FILE, resolve_source
-from ferry.runtime.metrics import classification_metrics
-from ferry.train.config import InvalidTrainConfigError, TrainConfig, TrainError
+from ferry.layer.source import resolve_source
+from ferry.metrics import ClassificationMetrics, classification_metrics
+from ferry.runtime.constants import FEATURE_EXTRACTION
+from ferry.train.config import TrainConfig
+from ferry.train.exceptions import InvalidTrainConfigError, TrainError
+from ferry.train.report import TRAINING_REPORT_FILE, TrainingReport, ValidationPoint
 
 REPORT_FILE = TRAINING_REPORT_FILE
 PREDICTIONS_DIR = "predictions"
@@ -39,7 +43,7 @@ def _silent(_: str) -> None:
 @dataclass
 class TrainResult:
     out: Path
-    report: dict[str, Any]
+    training_report: TrainingReport
 
 
 def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
@@ -67,27 +71,37 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
         "validation": run.metrics(validation, validation_logits),
         "test": run.evaluate(test),
     }
-    report = {
-        "base": config.base,
-        "data": dataset.source,
-        "labels": list(dataset.labels),
-        "dataset": {"stats": dataset.stats, "counts": dataset.counts(), "train_rows_used": len(train_rows)},
-        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
-        "steps": run.steps_done,
-        "best_step": run.best_step,
-        "stopped_early": run.stopped_early,
-        "history": history,
-        "prior_correction": prior,
-        "splits": {name: metrics for name, (metrics, _) in evaluated.items()},
-        "train_split_note": f"train metrics are on {min(len(train_rows), config.train_eval_texts)} training texts",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "threads": run.threads,
-    }
+    report = TrainingReport(
+        base=config.base,
+        data=dataset.source,
+        labels=tuple(dataset.labels),
+        dataset={"stats": dataset.stats, "counts": dataset.counts(), "train_rows_used": len(train_rows)},
+        config={key: _as_json(value) for key, value in asdict(config).items()},
+        steps=run.steps_done,
+        best_step=run.best_step,
+        stopped_early=run.stopped_early,
+        history=tuple(history),
+        prior_correction=prior,
+        splits={name: metrics for name, (metrics, _) in evaluated.items()},
+        train_split_note=f"train metrics are on {min(len(train_rows), config.train_eval_texts)} training texts",
+        wall_seconds=round(time.perf_counter() - started, 1),
+        threads=run.threads,
+    )
     _save(config.out, run, report, {name: rows for name, rows in
                                     (("validation", validation), ("test", test))}, evaluated)
-    progress(f"saved {config.out}: test accuracy {report['splits']['test']['accuracy']:.4f}, "
-             f"macro-F1 {report['splits']['test']['macro_f1']:.4f}, {report['wall_seconds']:.0f} s")
-    return TrainResult(out=config.out, report=report)
+    test_metrics = report.splits["test"]
+    progress(f"saved {config.out}: test accuracy {test_metrics.accuracy:.4f}, "
+             f"macro-F1 {test_metrics.macro_f1:.4f}, {report.wall_seconds:.0f} s")
+    return TrainResult(out=config.out, training_report=report)
+
+
+def _as_json(value: Any) -> Any:
+    """A TrainConfig value as JSON holds it, so that the report in memory equals the report read back."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def _load(config: TrainConfig) -> Dataset:
@@ -98,16 +112,19 @@ def _load(config: TrainConfig) -> Dataset:
                             text_column=config.text_column, label_column=config.label_column,
                             fractions=config.fractions)
     except DataError as exc:
-        raise InvalidTrainConfigError(f"--data {exc}") from None
+        raise InvalidTrainConfigError(str(exc), field="data") from None
 
 
 def _source(base: str) -> Path:
-    from ferry.layer.exceptions import ModelSourceError
+    """The base model's folder; the build's errors about its ``model`` are about training's ``base``."""
+    from ferry.layer.exceptions import InvalidBuildConfigError, ModelSourceError
 
     try:
-        return resolve_source(base, "feature-extraction").path
+        return resolve_source(base, FEATURE_EXTRACTION, offline=BuildEnvironment.from_env().hub_offline).path
     except ModelSourceError as exc:
-        raise InvalidTrainConfigError(str(exc).replace("--model", "--base")) from None
+        raise InvalidTrainConfigError(exc.detail, field="base" if exc.field == "model" else exc.field) from None
+    except InvalidBuildConfigError as exc:
+        raise InvalidTrainConfigError(str(exc)) from None
 
 
 def _training_rows(dataset: Dataset, config: TrainConfig) -> list[LabelledText]:
@@ -172,7 +189,7 @@ class _Run:
             layers = _encoder_layers(self.model)
             if config.frozen_layers >= len(layers):
                 raise InvalidTrainConfigError(
-                    f"--frozen-layers {config.frozen_layers}: the model has only {len(layers)} layers")
+                    f"{config.frozen_layers}: the model has only {len(layers)} layers", field="frozen_layers")
             for layer in layers[: config.frozen_layers]:
                 layer.requires_grad_(False)
         self.best_state: dict[str, Any] | None = None
@@ -213,7 +230,9 @@ class _Run:
             for start in self.rng.permutation(8) * size:
                 yield [rows[i] for i in pool[start : start + size]]
 
-    def fit(self, rows: Sequence[LabelledText], validation: Sequence[LabelledText], started: float) -> list[dict]:
+    def fit(
+        self, rows: Sequence[LabelledText], validation: Sequence[LabelledText], started: float
+    ) -> list[ValidationPoint]:
         torch = self.torch
         config = self.config
         trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -232,7 +251,7 @@ class _Run:
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         label_ids = {label: i for i, label in enumerate(self.labels)}
-        history: list[dict[str, Any]] = []
+        history: list[ValidationPoint] = []
         bar = _bar(config.steps)
         batches = self._batches(rows)
         next_batch = next(batches)
@@ -260,18 +279,18 @@ class _Run:
                 self.last_validation = self.steps_done
                 self._fit_budget(started, len(validation))
                 self._record(history, metrics, started)
-                self._keep_if_best(metrics["accuracy"])
+                self._keep_if_best(metrics.accuracy)
         bar.close()
         return history
 
-    def _record(self, history: list[dict[str, Any]], metrics: dict[str, Any], started: float) -> None:
+    def _record(self, history: list[ValidationPoint], metrics: ClassificationMetrics, started: float) -> None:
         recent = self.losses[-max(1, self.planned_steps // self.config.validations):]
-        history.append({"step": self.steps_done, "loss": round(float(np.mean(recent)), 4),
-                        "validation_accuracy": round(metrics["accuracy"], 4),
-                        "validation_macro_f1": round(metrics["macro_f1"], 4),
-                        "elapsed_s": round(time.perf_counter() - started, 1)})
+        history.append(ValidationPoint(step=self.steps_done, loss=round(float(np.mean(recent)), 4),
+                                       validation_accuracy=round(metrics.accuracy, 4),
+                                       validation_macro_f1=round(metrics.macro_f1, 4),
+                                       elapsed_s=round(time.perf_counter() - started, 1)))
         self.progress(f"step {self.steps_done}/{self.planned_steps}: validation accuracy "
-                      f"{metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+                      f"{metrics.accuracy:.4f}, macro-F1 {metrics.macro_f1:.4f}")
 
     def _validation_due(self) -> bool:
         """Validations spread over the plan: due once `every` steps have passed since the last one (a replanned
@@ -280,7 +299,7 @@ class _Run:
         return self.steps_done - self.last_validation >= every
 
     def finish(self, validation: Sequence[LabelledText], sample: Sequence[LabelledText],
-               history: list[dict[str, Any]], started: float) -> np.ndarray:
+               history: list[ValidationPoint], started: float) -> np.ndarray:
         """The last validation, and the validation logits of the checkpoint kept.
 
         The final model is scored on the whole validation split (the report needs those logits anyway); its
@@ -290,14 +309,14 @@ class _Run:
         position = {row.text: i for i, row in enumerate(validation)}
         metrics, _ = self.metrics(sample, logits[[position[row.text] for row in sample]])
         self._record(history, metrics, started)
-        if metrics["accuracy"] >= self.best_score:  # a tie goes to the later, more trained model
-            self.best_score, self.best_step, self.best_state = metrics["accuracy"], self.steps_done, None
+        if metrics.accuracy >= self.best_score:  # a tie goes to the later, more trained model
+            self.best_score, self.best_step, self.best_state = metrics.accuracy, self.steps_done, None
             return logits
         self.restore_best()
         return self.logits(validation)
 
     def _fit_budget(self, started: float, validation_texts: int) -> None:
-        """Plan the steps so that training, its validations and the final evaluation fit --max-minutes.
+        """Plan the steps so that training, its validations and the final evaluation fit max_minutes.
 
         Replanned after every validation from the times measured so far. The schedule decays to zero at the
         planned step, so a shorter run is a complete one, not a cut one."""
@@ -321,7 +340,7 @@ class _Run:
             self.validation_every = max(_CALIBRATION_STEPS, math.ceil(self.planned_steps / self.config.validations))
             self.stopped_early = None
             if self.planned_steps < self.config.steps:
-                self.stopped_early = (f"--max-minutes {self.config.max_minutes}: planned {self.planned_steps} of "
+                self.stopped_early = (f"max_minutes {self.config.max_minutes}: planned {self.planned_steps} of "
                                       f"{self.config.steps} steps at {per_step:.2f} s a step")
                 self.progress(self.stopped_early)
 
@@ -353,11 +372,11 @@ class _Run:
                 logits[chunk] = self.model(**self._inputs([rows[i].text for i in chunk])).logits.float().numpy()
         return logits
 
-    def evaluate(self, rows: Sequence[LabelledText]) -> tuple[dict[str, Any], np.ndarray]:
+    def evaluate(self, rows: Sequence[LabelledText]) -> tuple[ClassificationMetrics, np.ndarray]:
         """Metrics on `rows` and the predicted class of each."""
         return self.metrics(rows, self.logits(rows))
 
-    def metrics(self, rows: Sequence[LabelledText], logits: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    def metrics(self, rows: Sequence[LabelledText], logits: np.ndarray) -> tuple[ClassificationMetrics, np.ndarray]:
         predicted = logits.argmax(axis=-1)
         truth = [self.labels.index(row.label) for row in rows]
         return classification_metrics(truth, predicted.tolist(), self.labels), predicted
@@ -408,7 +427,9 @@ def _encoder_layers(model: Any) -> Any:
             node = getattr(node, attribute, None)
         if node is not None:
             return node
-    raise InvalidTrainConfigError(f"cannot find the encoder layers of {type(model).__name__}; use --frozen-layers 0")
+    raise InvalidTrainConfigError(
+        f"cannot find the encoder layers of {type(model).__name__}; train with frozen_layers 0"
+    )
 
 
 def _bar(total: int) -> Any:
@@ -418,8 +439,8 @@ def _bar(total: int) -> Any:
                 disable=not sys.stderr.isatty())
 
 
-def _save(out: Path, run: _Run, report: dict[str, Any], splits: dict[str, list[LabelledText]],
-          evaluated: dict[str, tuple[dict[str, Any], np.ndarray]]) -> None:
+def _save(out: Path, run: _Run, report: TrainingReport, splits: dict[str, list[LabelledText]],
+          evaluated: dict[str, tuple[ClassificationMetrics, np.ndarray]]) -> None:
     """Write into a hidden sibling folder, then rename: a half-written model never appears at `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -433,7 +454,7 @@ def _save(out: Path, run: _Run, report: dict[str, Any], splits: dict[str, list[L
                 for row, guess in zip(rows, predicted, strict=True):
                     handle.write(json.dumps({"text": row.text, "label": row.label,
                                              "predicted": run.labels[int(guess)]}, ensure_ascii=False) + "\n")
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        report.save(staging)
         install_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,7 +14,7 @@ import pytest
 
 from ferry.local import template as tpl
 
-from conftest import ROOT
+from helpers import ROOT
 
 HEAVY = ("numpy", "onnxruntime", "tokenizers", "pydantic", "torch", "transformers", "optimum")
 
@@ -89,10 +89,3 @@ def test_the_light_runtime_modules_and_the_package_import_no_model_runtime():
     assert before == []
     assert after == ["ferry.runtime.predictor", True, True]  # the re-exported names still work, loaded on use
 
-
-def test_an_unknown_name_of_the_package_is_an_attribute_error():
-    import ferry.runtime
-
-    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        ferry.runtime.nope  # noqa: B018
-    assert {"Predictor", "Manifest", "discover_models"} <= set(dir(ferry.runtime))

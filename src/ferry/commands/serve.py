@@ -1,0 +1,91 @@
+"""`ferry serve`: the API on this machine, the same handlers as in AWS (:func:`ferry.local.server.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from ferry.commands._common import Subparsers, UsageError, progress
+from ferry.commands._local import add_layers_dir, add_template, local_errors, project
+from ferry.local.server import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from ferry.local.stack import LocalStack
+
+
+def register(subparsers: Subparsers) -> None:
+    serve = subparsers.add_parser("serve", help="serve the API locally: the same handlers, an embedded AWS, no Docker")
+    serve.add_argument("--port", type=int, help=f"(default {DEFAULT_PORT})")
+    serve.add_argument("--host", help=f"(default {DEFAULT_HOST}: this machine only)")
+    add_layers_dir(serve)
+    serve.add_argument("--api-key", help="require Authorization: Bearer KEY (off by default, as sam local)")
+    add_template(serve)
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0 once stopped by SIGINT or SIGTERM after serving; 128 + the signal's number (130, 143) when
+    the signal came while the stack was starting, so that nothing was served."""
+    from ferry.local.server import serve
+    from ferry.runtime.keys import ApiKeyError
+
+    host = DEFAULT_HOST if args.host is None else args.host
+    port = DEFAULT_PORT if args.port is None else args.port
+
+    def ready(url: str, stack: LocalStack) -> None:
+        if args.api_key is None and not is_loopback(host):
+            sys.stderr.write(open_host_warning(host))
+            sys.stderr.flush()
+        print(banner(url, stack, args.api_key is not None), flush=True)
+
+    root, layers_dir, template = project(args)
+    try:
+        with local_errors():
+            stopped = serve(root, layers_dir, template, host=host, port=port, api_key=args.api_key,
+                            progress=progress(args), on_ready=ready)
+    except ApiKeyError as exc:
+        raise UsageError(f"--api-key: {exc}") from None
+    if not stopped.served:
+        sys.stderr.write(f"ferry: stopped by {signal.Signals(stopped.signal).name} before serving\n")
+        return 128 + stopped.signal
+    print("ferry: stopped", flush=True)
+    return 0
+
+
+def banner(url: str, stack: LocalStack, keyed: bool) -> str:
+    """What is served where, and a request to try. The key is never echoed: the banner lands in terminals,
+    scrollback and CI logs."""
+    from ferry.runtime import discover_models, layer_models_dirs
+
+    served = ", ".join(sorted(discover_models(layer_models_dirs(stack.layers_dir)))) or "no models"
+    auth = ' -H "Authorization: Bearer $FERRY_API_KEY"' if keyed else ""
+    lines = [f"ferry: serving {served} at {url} (embedded AWS at {stack.endpoint}); Ctrl-C stops"]
+    if keyed:
+        lines.append("  export FERRY_API_KEY=<the key given to --api-key>")
+    lines.append(f"  curl -s {url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "
+                 "-d '{\"inputs\": \"I love this\"}'")
+    return "\n".join(lines)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may well resolve to a reachable address
+
+
+def open_host_warning(host: str) -> str:
+    bar = "ferry: " + "!" * 72
+    return "\n".join([
+        bar,
+        f"ferry: WARNING: serving on {host} without --api-key: anyone who can reach this machine on the",
+        "ferry: WARNING: network can call every model and read what the API shows (manifests, metrics,",
+        f"ferry: WARNING: prediction ids). Give --api-key KEY, or serve on {DEFAULT_HOST} (the default).",
+        bar,
+    ]) + "\n"
