@@ -24,7 +24,7 @@ from ferry.local.context import REGION, log_group_of
 from ferry.local.exceptions import FunctionError, LayersNotFoundError, StartCancelledError
 from ferry.local.functions import INIT_TIMEOUT_S, LocalFunction
 from ferry.local.logs import LogDelivery, Subscription
-from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_MODELS_DIR
+from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_KEYS_TABLE, ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
 __all__ = ["REGION", "LocalStack", "echo_to_stderr", "free_port", "s3_event"]
@@ -234,7 +234,7 @@ class LocalStack:
 
         if self.authorizer is None:
             raise ValueError("the template has no Lambda authorizer")
-        table_name = self.functions[self.authorizer].variables["FERRY_KEYS_TABLE"]
+        table_name = self.functions[self.authorizer].variables[ENV_KEYS_TABLE]
         return store_key(self.resource("dynamodb").Table(table_name), key, name)
 
     def drop_file(self, bucket_id: str, key: str, path: Path) -> Any:
