@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -175,3 +175,18 @@ def nothing_left(stack: Any, prefix: str) -> bool:
     s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
     return (not s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents")
             and not s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads"))
+
+
+def mocked_s3(monkeypatch: Any, bucket: str) -> Iterator[Any]:
+    """An S3 client on moto's in-process mock with `bucket` created (for a fixture to `yield from`): dummy
+    credentials, and no endpoint a local stack may have left in the environment."""
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        yield client

@@ -13,10 +13,8 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from ferry.runtime import batch
 from ferry.runtime.batch import (
@@ -41,6 +39,8 @@ from ferry.runtime.batch import (
 )
 from ferry.runtime.exceptions import ModelNotFoundError
 from ferry.runtime.service import Answer
+
+from helpers import mocked_s3
 
 BUCKET = "ferry-batch"
 
@@ -281,13 +281,7 @@ class Service:
 
 @pytest.fixture()
 def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+    yield from mocked_s3(monkeypatch, BUCKET)
 
 
 def dropped(s3: Any, name: str, data: bytes, model: str = "sentiment") -> BatchObject:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from ferry.runtime.batch import MIN_PART_BYTES, ObjectStream
+
+from helpers import mocked_s3
 
 BUCKET = "ferry-batch-test"
 
 
 @pytest.fixture()
 def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+    yield from mocked_s3(monkeypatch, BUCKET)
 
 
 def lines(count: int, width: int = 100_000) -> list[bytes]:
