@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferry.commands._common import Subparsers, UsageError, default_of, given, in_flags, progress, warn
+from ferry.data.topics import TOPICS
 from ferry.train.config import SAMPLINGS, TrainConfig
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ def register(subparsers: Subparsers) -> None:
                        help="shuffled epochs, or classes drawn uniformly (then the prior is corrected at the end) "
                        + default("sampling"))
     train.add_argument("--seed", type=int, help=default("seed"))
+    train.add_argument("--exclude-topic", dest="exclude_topics", action="append", metavar="TOPIC",
+                       help=f"leave a topic's texts out (repeatable): {', '.join(TOPICS)} (the drift demo)")
     train.add_argument("--warn-below", type=float, metavar="ACCURACY",
                        help="warn (exit status still 0) when the test accuracy ends under this floor")
     train.set_defaults(run=run)

@@ -18,6 +18,7 @@ from typing import Any
 from ferry.data.corpus import BINARY, THREE_CLASSES, load_corpus
 from ferry.data.exceptions import DataError
 from ferry.data.readers import Example, read_examples
+from ferry.data.topics import check_topics, topic_of
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -113,16 +114,25 @@ def load_dataset(
     text_column: str = "text",
     label_column: str = "label",
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    exclude_topics: Sequence[str] = (),
 ) -> Dataset:
     """The bundled tweets (``data="default"``) or a labelled CSV/JSONL file, merged and split.
 
     For a file, ``labels`` (when given) is the closed set of labels and their order; otherwise the labels
-    found, sorted. For the tweets, negative/positive, or all three classes with ``neutral``.
+    found, sorted. For the tweets, negative/positive, or all three classes with ``neutral``. Texts of the
+    ``exclude_topics`` (:mod:`ferry.data.topics`) are left out; the others keep their splits (a text's split is a
+    function of the text alone).
     """
+    excluded = check_topics(exclude_topics)
+
+    def kept(text: str) -> bool:
+        return not excluded or topic_of(text) not in excluded
+
     if str(data) == BUNDLED:
         classes = THREE_CLASSES if neutral else BINARY
         corpus = load_corpus(labels=classes)
-        rows = [(e.text, str(e.label), c) for e, c in zip(corpus.examples, corpus.confidence, strict=True)]
+        rows = [(e.text, str(e.label), c) for e, c in zip(corpus.examples, corpus.confidence, strict=True)
+                if kept(e.text)]
         dataset = build_dataset(rows, classes, f"bundled tweets ({corpus.path.name})", fractions)
         dataset.stats["repaired_rows"] = corpus.repaired_rows
         return dataset
@@ -132,5 +142,5 @@ def load_dataset(
     found = sorted({str(e.label) for e in examples})
     if len(found) < 2 and not labels:
         raise DataError(path, f"needs at least two labels to train a classifier, found {found}")
-    return build_dataset([(e.text, str(e.label), None) for e in examples], tuple(labels or found), str(path),
-                         fractions)
+    return build_dataset([(e.text, str(e.label), None) for e in examples if kept(e.text)], tuple(labels or found),
+                         str(path), fractions)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ferry.data.dataset import BUNDLED, DEFAULT_FRACTIONS
+from ferry.data.topics import check_topics
 from ferry.train.exceptions import InvalidTrainConfigError, TrainError
 
 __all__ = ["SAMPLINGS", "InvalidTrainConfigError", "TrainConfig", "TrainError"]  # the errors too: their former home
@@ -42,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    exclude_topics: tuple[str, ...] = ()  # topics of ferry.data.topics left out of every split (the drift demo)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length,
@@ -59,9 +61,17 @@ class TrainConfig:
             raise InvalidTrainConfigError(f"must be >= 0, got {self.frozen_layers}", field="frozen_layers")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise InvalidTrainConfigError(f"must be in [0, 1], got {self.min_confidence}", field="min_confidence")
+        object.__setattr__(self, "exclude_topics", _topics(self.exclude_topics))
         if self.out.exists() and not self.out.is_dir():
             raise InvalidTrainConfigError(f"{self.out} exists and is not a folder", field="out")
         if self.data != BUNDLED and not Path(self.data).exists():
             raise InvalidTrainConfigError(
                 f"{self.data}: no such file (or use {BUNDLED!r}, the bundled tweets)", field="data"
             )
+
+
+def _topics(names: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return check_topics(names)
+    except ValueError as exc:
+        raise InvalidTrainConfigError(str(exc), field="exclude_topics") from None

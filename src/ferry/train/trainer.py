@@ -110,7 +110,7 @@ def _load(config: TrainConfig) -> Dataset:
     try:
         return load_dataset(config.data, labels=config.labels, neutral=config.neutral,
                             text_column=config.text_column, label_column=config.label_column,
-                            fractions=config.fractions)
+                            fractions=config.fractions, exclude_topics=config.exclude_topics)
     except DataError as exc:
         raise InvalidTrainConfigError(str(exc), field="data") from None
 
