@@ -45,6 +45,13 @@ def test_manifest_records_everything_the_runtime_and_monitor_need(bert_build, ev
     assert sum(ref["top_score"]["counts"]) == 300
     assert 0.5 <= ref["top_score"]["edges"][0] <= ref["top_score"]["edges"][-1] <= 1.0
     assert set(ref["label_share"]) == {"negative", "positive"}
+    sample = ref["sample"]  # no --reference-data: the evaluation texts, row by row, for the monitor
+    assert sample["source"] == str(eval_csv) and sample["n"] == 300
+    assert len(sample["confidence"]) == len(sample["predicted"]) == len(sample["correct"]) == 300
+    assert sample["accuracy"] == round(sum(sample["correct"]) / 300, 6) == round(parity["accuracy_int8"], 6)
+    calibration = ref["calibration"]
+    assert calibration["method"] == "isotonic" and calibration["rows"] == 300
+    assert calibration["values"] == sorted(calibration["values"])  # isotonic: more confident, never less right
     assert manifest["load"]["heavy_modules"] == []
     loaded = Manifest.load(bert_build.model_dir)
     loaded.verify(bert_build.model_dir)

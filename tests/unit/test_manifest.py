@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,20 @@ def test_models_are_found_in_layers_and_model_folders(tmp_path):
     assert as_model_dir(layers / "alpha" / "models" / "alpha") == layers / "alpha" / "models" / "alpha"
     with pytest.raises(ManifestError, match="neither a model folder"):
         as_model_dir(layers)
+
+
+def test_the_reference_sample_reads_back_as_written_and_refuses_rows_that_do_not_line_up():
+    from ferry.runtime.manifest import ReferenceSample
+
+    sample = ReferenceSample(source="validation.jsonl", token_length=(5, 9, 12), confidence=(0.9, 0.6, 0.99),
+                             predicted=(1, 0, 1), correct=(1, 0, 1), accuracy=0.666667)
+    written = json.loads(json.dumps(sample.to_dict()))
+    assert written["n"] == 3 and ReferenceSample.from_dict(written, "m") == sample
+    embedder = ReferenceSample(source="built-in sentences", token_length=(4, 8))
+    assert ReferenceSample.from_dict(json.loads(json.dumps(embedder.to_dict())), "m") == embedder
+    for change, message in ((dict(confidence=[0.9]), "confidence has 1 values for 3 rows (token lengths)"),
+                            (dict(correct=[1, 2, 0]), "reference.sample.correct must be 0 or 1 per row"),
+                            (dict(n=4), "reference.sample.n must be the number of rows (3), got 4"),
+                            (dict(token_length=[1.5, 2, 3]), "reference.sample.token_length must be a list of counts")):
+        with pytest.raises(ManifestError, match=re.escape(message)):
+            ReferenceSample.from_dict({**written, **change}, "m")

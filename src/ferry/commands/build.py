@@ -28,6 +28,9 @@ def register(subparsers: Subparsers) -> None:
                        help=f"Lambda architecture (default {default_of(BuildConfig, 'arch')})")
     build.add_argument("--out", type=Path, default=DEFAULT_LAYERS_DIR, help="folder of layers (default %(default)s)")
     build.add_argument("--eval-data", type=Path, help="CSV/JSONL/TXT of texts (and labels) for the parity gate")
+    build.add_argument("--reference-data", type=Path,
+                       help="a held-out labelled split (train's predictions/validation.jsonl): the monitor's reference "
+                       "and its confidence calibration (default: the --eval-data texts)")
     build.add_argument("--text-column", help=f"(default {default_of(BuildConfig, 'text_column')})")
     build.add_argument("--label-column", help=f"(default {default_of(BuildConfig, 'label_column')})")
     build.add_argument("--max-length", type=int, help="tokens per text (default: the model's own pipeline)")

@@ -124,6 +124,10 @@ class BuildConfig:
     name: str | None = None
     arch: str = "x86_64"
     eval_data: Path | None = None
+    # a held-out split (the trainer's predictions/validation.jsonl): the monitor's reference sample and calibration;
+    # without it, the evaluation texts serve (then the reported accuracy and the reference share texts)
+    reference_data: Path | None = None
+    reference_rows: int = 4000  # a larger split is sampled (seeded): the manifest keeps a few thousand rows
     text_column: str = "text"
     label_column: str = "label"
     max_length: int | None = None

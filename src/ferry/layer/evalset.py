@@ -24,13 +24,16 @@ def builtin_eval_set() -> EvalSet:
     return EvalSet(texts=[line for line in text.splitlines() if line.strip()], labels=None, source=BUILTIN_NAME)
 
 
-def load_eval_set(path: Path | None, *, text_column: str = "text", label_column: str = "label") -> EvalSet:
+def load_eval_set(path: Path | None, *, text_column: str = "text", label_column: str = "label",
+                  field: str = "eval_data") -> EvalSet:
+    """The texts of `path` (the built-in sentences when None); a file that cannot be read is an error about the
+    build's argument `field`."""
     if path is None:
         return builtin_eval_set()
     try:
         examples = read_examples(path, text_column=text_column, label_column=label_column)
     except DataError as exc:
-        raise InvalidBuildConfigError(str(exc), field="eval_data") from None
+        raise InvalidBuildConfigError(str(exc), field=field) from None
     labels = [example.label for example in examples]
     return EvalSet(
         texts=[example.text for example in examples],
@@ -39,7 +42,7 @@ def load_eval_set(path: Path | None, *, text_column: str = "text", label_column:
     )
 
 
-def label_ids(eval_set: EvalSet, model_labels: list[str]) -> list[int] | None:
+def label_ids(eval_set: EvalSet, model_labels: list[str], field: str = "eval_data") -> list[int] | None:
     """The eval set's labels as the model's class ids; a label the model does not know is an error."""
     if eval_set.labels is None:
         return None
@@ -49,6 +52,6 @@ def label_ids(eval_set: EvalSet, model_labels: list[str]) -> list[int] | None:
         raise InvalidBuildConfigError(
             f"{eval_set.source}: label(s) {', '.join(map(repr, unknown[:5]))} are not labels of the "
             f"model ({', '.join(model_labels)})",
-            field="eval_data",
+            field=field,
         )
     return [index[label] for label in eval_set.labels]

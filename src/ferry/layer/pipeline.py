@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 import shutil
 import tempfile
@@ -30,7 +31,14 @@ from ferry.layer.parity import ParityReport, compare_classification, compare_emb
 from ferry.layer.source import ModelSource, resolve_source
 from ferry.runtime import Batch, Predictor, layout
 from ferry.runtime.constants import MODEL_FILE, MODEL_NAME_RE, TEXT_CLASSIFICATION, TOKENIZER_FILE, VERSION_HEX_DIGITS
-from ferry.runtime.manifest import LoadTimings, Manifest, ParityRecord, ReferenceDistributions, TrainingSummary
+from ferry.runtime.manifest import (
+    LoadTimings,
+    Manifest,
+    ParityRecord,
+    ReferenceDistributions,
+    ReferenceSample,
+    TrainingSummary,
+)
 
 Progress = Callable[[str], None]
 
@@ -142,12 +150,16 @@ def _build_in(
             report = compare_embeddings(reference, candidate, config.gate)
     if not report.passed:
         raise GateFailedError("parity gate failed: " + "; ".join(report.failures), report.to_dict())
+    progress("recording the monitor's reference sample and calibration")
+    with _timed(seconds, "reference"):
+        reference = _with_sample(_reference_distributions(predictor, batches, candidate),
+                                 _reference_sample(predictor, config, eval_set, batches, candidate))
     manifest = dataclasses.replace(
         manifest,
         parity=ParityRecord.from_dict(
             {**report.to_dict(), "eval_data": eval_set.source, "thresholds": vars(config.gate)}, "the parity gate"
         ),
-        reference=_reference_distributions(predictor, batches, candidate),
+        reference=reference,
     )
     packaging.write_manifest(model_dir, manifest)
 
@@ -250,3 +262,58 @@ def _reference_distributions(predictor: Predictor, batches: list[Batch], outputs
             label: round(float(np.mean(top == index)), 6) for index, label in enumerate(predictor.manifest.labels)
         },
     )
+
+
+def _reference_sample(predictor: Predictor, config: BuildConfig, eval_set: EvalSet, eval_batches: list[Batch],
+                      eval_outputs: np.ndarray) -> ReferenceSample:
+    """The int8 model's outputs, row by row, on the held-out split (``--reference-data``; else the evaluation
+    texts, already predicted): what the monitor draws its null distributions from and calibrates confidences on.
+    A split larger than ``reference_rows`` is sampled with a fixed seed."""
+    if config.reference_data is None:
+        texts, labels, source = eval_set.texts, eval_set.labels, eval_set.source
+        batches, outputs = eval_batches, eval_outputs
+    else:
+        held_out = load_eval_set(config.reference_data, text_column=config.text_column,
+                                 label_column=config.label_column, field="reference_data")
+        texts, labels, source = held_out.texts, held_out.labels, held_out.source
+        keep = np.arange(len(texts))
+        if len(texts) > config.reference_rows:
+            keep = np.sort(np.random.default_rng(0).choice(len(texts), config.reference_rows, replace=False))
+        texts = [texts[index] for index in keep]
+        labels = None if labels is None else [labels[index] for index in keep]
+        batches = [predictor.encode(texts[start : start + config.batch_size])
+                   for start in range(0, len(texts), config.batch_size)]
+        outputs = np.concatenate([predictor.forward(batch) for batch in batches], axis=0)
+    lengths = tuple(length for batch in batches for length in batch.token_lengths)
+    if predictor.task != TEXT_CLASSIFICATION:
+        return ReferenceSample(source=source, token_length=lengths)
+    probabilities = predictor.scores(outputs)  # the model's default function: what captures record as confidence
+    predicted = probabilities.argmax(axis=-1)
+    correct = None
+    if labels is not None:
+        truth = label_ids(EvalSet(texts=texts, labels=labels, source=source), list(predictor.manifest.labels),
+                          field="reference_data")
+        assert truth is not None
+        correct = tuple(int(value) for value in (predicted == np.asarray(truth)))
+    return ReferenceSample(
+        source=source,
+        token_length=lengths,
+        confidence=tuple(round(float(value), 6) for value in probabilities.max(axis=-1)),
+        predicted=tuple(int(value) for value in predicted),
+        correct=correct,
+        accuracy=None if correct is None else round(sum(correct) / len(correct), 6),
+    )
+
+
+def _with_sample(reference: ReferenceDistributions, sample: ReferenceSample) -> ReferenceDistributions:
+    """The reference distributions with the sample and, when the sample is labelled, the calibration of its
+    confidences (isotonic: confidence -> P(correct)), which the monitor's estimated accuracy applies."""
+    from ferry.runtime.stats import Calibration
+
+    calibration = None
+    if sample.correct is not None and sample.confidence:
+        fitted = Calibration.fit(np.asarray(sample.confidence), np.asarray(sample.correct))
+        # as JSON holds it (lists, not tuples), so that the manifest in memory equals the manifest read back
+        calibration = json.loads(json.dumps(
+            {"method": "isotonic", "fitted_on": sample.source, "rows": sample.n, **fitted.to_dict()}))
+    return dataclasses.replace(reference, sample=sample, calibration=calibration)

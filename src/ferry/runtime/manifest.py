@@ -45,6 +45,7 @@ __all__ = [
     "Manifest",
     "ParityRecord",
     "ReferenceDistributions",
+    "ReferenceSample",
     "TrainingSummary",
     "as_model_dir",
     "discover_models",
@@ -234,13 +235,77 @@ class Bins:
 
 
 @dataclass(frozen=True)
+class ReferenceSample:
+    """The int8 model's outputs on a held-out split, row by row: what the monitor draws its null distributions
+    from (drift thresholds from the spread between chunks of it) and calibrates confidences on.
+
+    Per row: ``confidence`` (the top label's probability under the model's default function), ``predicted`` (the
+    top label's index in the manifest's labels), ``token_length`` (before truncation) and, when the split was
+    labelled, ``correct`` (1 or 0). ``accuracy`` is the share correct; ``source`` names the split's file. An
+    embedder's sample has token lengths only. Kept to a few thousand rows (`ferry build` samples larger splits).
+    """
+
+    source: str
+    token_length: tuple[int, ...]
+    confidence: tuple[float, ...] = ()
+    predicted: tuple[int, ...] = ()
+    correct: tuple[int, ...] | None = None
+    accuracy: float | None = None
+    unknown: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.token_length)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str, where: str = "reference.sample") -> ReferenceSample:
+        fields = _fields(data, source, where)
+        fields.require("source", "token_length")
+        present = {name: fields.raw(name) is not None for name in ("confidence", "predicted", "correct")}
+        rows_written = fields.integer("n")  # read before unknown(): written by to_dict, not a newer writer's key
+        sample = cls(
+            source=fields.required_text("source"),
+            token_length=fields.counts("token_length"),
+            confidence=fields.numbers("confidence") if present["confidence"] else (),
+            predicted=fields.counts("predicted") if present["predicted"] else (),
+            correct=fields.counts("correct") if present["correct"] else None,
+            accuracy=fields.number("accuracy"),
+            unknown=fields.unknown(),
+        )
+        rows = sample.n
+        if rows_written not in (None, rows):
+            raise fields.error("n", f"the number of rows ({rows})")
+        for name in ("confidence", "predicted", "correct"):
+            values = getattr(sample, name)
+            if values and len(values) != rows:
+                raise fields.fail(f"{name} has {len(values)} values for {rows} rows (token lengths); one per row")
+        if sample.correct is not None and any(value not in (0, 1) for value in sample.correct):
+            raise fields.error("correct", "0 or 1 per row")
+        return sample
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"source": self.source, "n": self.n, "accuracy": self.accuracy,
+                                "token_length": list(self.token_length)}
+        if self.confidence:
+            data["confidence"] = list(self.confidence)
+            data["predicted"] = list(self.predicted)
+        if self.correct is not None:
+            data["correct"] = list(self.correct)
+        return {**data, **{key: value for key, value in self.unknown.items() if key not in data}}
+
+
+@dataclass(frozen=True)
 class ReferenceDistributions:
     """What the evaluation texts looked like to the int8 model: token lengths, and for a classifier the top
-    score and the share of each predicted label. The monitor compares live traffic with them."""
+    score and the share of each predicted label (the test split's, reported). ``sample`` and ``calibration``
+    (a held-out split's rows, and the confidence -> P(correct) map fitted on them: ``ferry.runtime.stats``) are what
+    the monitor tests live traffic against; absent from models built before the monitor existed."""
 
     token_length: Bins
     top_score: Bins | None = None
     label_share: Mapping[str, float] | None = None
+    sample: ReferenceSample | None = None
+    calibration: Mapping[str, Any] | None = None
     unknown: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -252,6 +317,8 @@ class ReferenceDistributions:
             token_length=Bins.from_dict(fields.raw("token_length"), source, fields.path("token_length")),
             top_score=None if top_score is None else Bins.from_dict(top_score, source, fields.path("top_score")),
             label_share=fields.number_map("label_share"),
+            sample=_optional(fields, "sample", ReferenceSample.from_dict),
+            calibration=fields.obj("calibration"),
             unknown=fields.unknown(),
         )
 
@@ -261,6 +328,10 @@ class ReferenceDistributions:
             data["top_score"] = self.top_score.to_dict()
         if self.label_share is not None:
             data["label_share"] = dict(self.label_share)
+        if self.sample is not None:
+            data["sample"] = self.sample.to_dict()
+        if self.calibration is not None:
+            data["calibration"] = dict(self.calibration)
         return {**data, **self.unknown}
 
 
