@@ -23,7 +23,7 @@ SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
 TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install up test test-unit lint runtime-layer runtime-layers models clean bench deploy mutate
+.PHONY: help install up test test-unit lint runtime-layer runtime-layers models clean bench deploy mutate drift-demo
 
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-unit   the unit tests alone (seconds: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
+	@echo "make drift-demo  a real drift (Coachella tweets) noticed by the monitor over the local stack (minutes)"
 	@echo "make mutate  mutation testing of the contracts (mutmut; minutes, not part of make test): kill rate >= 90%"
 	@echo "make clean   remove build outputs (keeps .venv)"
 
@@ -45,7 +46,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 runtime-layer: $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py
-$(RUNTIME_LAYER)/python/ferry/runtime/predictor.py: $(STAMP) layers/runtime/requirements.txt layers/runtime/build.sh src/ferry/exceptions.py $(wildcard src/ferry/runtime/*.py)
+$(RUNTIME_LAYER)/python/ferry/runtime/predictor.py: $(STAMP) layers/runtime/requirements.txt layers/runtime/build.sh src/ferry/exceptions.py src/ferry/metrics.py $(wildcard src/ferry/runtime/*.py)
 	VENV_PYTHON=$(PY) layers/runtime/build.sh $(ARCH) $(RUNTIME_LAYER)
 
 # Order-only on the install: editing pyproject.toml must not retrain or rebuild models (make clean does).
@@ -60,7 +61,8 @@ $(SENTIMENT_MODEL)/config.json: | $(STAMP)
 
 $(SENTIMENT): $(SENTIMENT_MODEL)/config.json | $(STAMP) runtime-layer
 	$(FERRY) build --model $(SENTIMENT_MODEL) --task text-classification --name sentiment \
-		--eval-data $(SENTIMENT_MODEL)/predictions/test.jsonl --arch $(ARCH) --out $(LAYERS) \
+		--eval-data $(SENTIMENT_MODEL)/predictions/test.jsonl \
+		--reference-data $(SENTIMENT_MODEL)/predictions/validation.jsonl --arch $(ARCH) --out $(LAYERS) \
 		--runtime-layer $(RUNTIME_LAYER)
 
 models: $(SENTIMENT) $(MINILM)
@@ -115,6 +117,11 @@ test: $(STAMP) $(SAM) $(CHECKOV) lint
 # Seconds: no model, no subprocess, no network.
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
+
+# ../shared/DRIFT.md's scenario end to end: train without Coachella (once), serve, in-domain then Coachella traffic
+# with labels, until ModelDegraded; prints what it took and writes build/drift/report.png. Minutes; not in make test.
+drift-demo: $(STAMP)
+	$(PY) demos/drift_demo.py
 
 # Mutation testing (docs/mutation.md): the modules of [tool.mutmut] against their unit tests, in ./mutants; fails
 # under MUTATE_MIN percent killed. MUTATE_CHILDREN mutants run at once. MUTATE_FRESH=0 keeps the last run's verdicts

@@ -103,9 +103,9 @@ def free_port() -> int:
 class Server:
     """`ferry serve` in a subprocess on a free port, once its banner says where it serves; its output kept."""
 
-    def __init__(self, layers: Path, *extra: str):
+    def __init__(self, layers: Path, *extra: str, env: dict[str, str] | None = None):
         self.port = free_port()
-        env = offline_env()
+        env = offline_env(**(env or {}))
         env.pop("HF_HUB_OFFLINE")  # InferenceClient refuses even 127.0.0.1 when it is set (STACK.md)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ferry.cli", "serve", "--port", str(self.port), "--layers-dir", str(layers), *extra],

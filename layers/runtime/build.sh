@@ -24,7 +24,7 @@ platform=(--platform "manylinux2014_$machine" --platform "manylinux_2_28_$machin
 "$python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$staging/python" "${platform[@]}" \
   "tokenizers==0.22.2"
 mkdir -p "$staging/python/ferry"
-cp "$root/src/ferry/__init__.py" "$root/src/ferry/exceptions.py" "$staging/python/ferry/"
+cp "$root/src/ferry/__init__.py" "$root/src/ferry/exceptions.py" "$root/src/ferry/metrics.py" "$staging/python/ferry/"
 cp -r "$root/src/ferry/runtime" "$staging/python/ferry/runtime"
 find "$staging" -name __pycache__ -type d -prune -exec rm -rf {} +
 rm -rf "$staging/python/bin"

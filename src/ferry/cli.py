@@ -11,11 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ferry.commands import batch, build, captures, invoke, keys, models, predict, serve, train
+from ferry.commands import batch, build, captures, feedback, invoke, keys, models, monitor, predict, serve, train
 from ferry.commands._common import EXIT_INTERRUPTED, fail, message_of
 from ferry.exceptions import FerryError
 
-COMMANDS = (build, train, predict, models, serve, invoke, batch, keys, captures)  # in the order --help lists them
+# in the order --help lists them
+COMMANDS = (build, train, predict, models, serve, invoke, batch, feedback, monitor, keys, captures)
 
 
 def make_parser() -> argparse.ArgumentParser:

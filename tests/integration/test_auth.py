@@ -131,7 +131,7 @@ def test_new_captures_count_once_and_the_authorizer_flips_at_the_quota(stack):
                for n in range(2)]
     anonymous = {**records[0], "prediction_id": "f" * 32, "key_id": None}
     first = capture_event([*records, anonymous])
-    assert authorize(stack, key)["context"] == {"key_id": identifier, "quota_exceeded": False}
+    assert authorize(stack, key)["context"] == {"key_id": identifier, "scopes": "predict", "quota_exceeded": False}
     assert stack.invoke("CaptureFunction", first) == {"written": 3, "duplicates": 0, "invalid": 0}
     assert stack.invoke("CaptureFunction", first) == {"written": 0, "duplicates": 3, "invalid": 0}  # redelivery
     table = stack.resource("dynamodb").Table("UsageTable")

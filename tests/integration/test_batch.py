@@ -303,8 +303,10 @@ def test_a_large_output_is_streamed_in_parts_and_joined_line_for_line(stack, bat
     rows = [json.loads(line) for line in body.splitlines()]
     expected = [n for n in range(600) if n != 7]
     assert [(row["line"], row["id"]) for row in rows] == [(n + 1, ids[n]) for n in expected]
-    assert [row["prediction_id"] for row in rows] == [
-        hashlib.sha256(f"{obj.key}\n{obj.etag}\n{n + 1}".encode()).hexdigest()[:32] for n in expected]
+    version = service.store.get("tiny-bert").version
+    assert [row["prediction_id"] for row in rows] == [service.ids.issue(
+        "tiny-bert", version, hashlib.sha256(f"{obj.key}\n{obj.etag}\n{n + 1}".encode()).hexdigest()[:20])
+        for n in expected]
     assert s3.get_object(Bucket=obj.bucket, Key=obj.errors_key)["Body"].read() == (
         b'{"line": 8, "error": "the text is empty"}\n')
 
@@ -417,3 +419,25 @@ def test_ferry_batch_writes_predictions_and_refused_records_beside_the_file(serv
     result = run_ferry("batch", str(source), "--model", "tiny-bert", "--layers-dir", str(serving_layers))
     assert result.returncode == 0 and not stale.exists()
     assert result.stdout == f"1 records: 1 predictions -> {tmp_path / 'mixed.predictions.jsonl'}\n"
+
+
+def test_a_labels_file_dropped_in_the_bucket_is_read_line_by_line_and_nothing_vanishes(stack, tmp_path):
+    """labels/ goes to the feedback function (the same bucket as input/, another trigger): every row is accepted
+    or rejected with its line, a bad byte and a ragged row included, and the report says so."""
+    outcome = drop(stack, tmp_path, "reviews.jsonl", b'{"text": "great"}\n{"text": "awful"}\n{"text": "fine"}\n')
+    rows, _ = outputs(stack, outcome)
+    ids = [row["prediction_id"] for row in rows]
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"prediction_id,label\n" + f"{ids[0]},positive\n".encode() + b"\n"
+                       + f"{ids[1]},negative,extra\n".encode() + f"{ids[2]},negative\n".encode()
+                       + b"p1.tiny-bert.\xff,negative\n" + f"{ids[0]},positive\n".encode())
+    answer = stack.drop_file("BatchBucket", "labels/day-1.csv", labels)
+    [summary] = answer["files"]
+    # lines 2, 5, 7 accepted (7 a duplicate of 2), 4 (a third cell) and 6 (a bad byte) rejected, 3 blank: no row
+    assert (summary["rows"], summary["accepted"], summary["rejected"]) == (5, 3, 2), summary
+    assert summary["rows"] == summary["accepted"] + summary["rejected"] and summary["duplicates"] == 1
+    s3, bucket = stack.client("s3"), stack.table_names["BatchBucket"]
+    report = json.loads(s3.get_object(Bucket=bucket, Key=summary["report"])["Body"].read())
+    assert [error["line"] for error in report["errors"]] == [4, 6] and report["complete"]
+    feedback = stack.resource("dynamodb").Table(stack.table_names["FeedbackTable"])
+    assert feedback.get_item(Key={"prediction_id": ids[2]})["Item"]["source"] == "bulk:labels/day-1.csv:5"

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from ferry.runtime.ids import PREDICTION_ID_PATTERN
+
 from helpers import ROOT, MetricWindow, Server, free_port, offline_env
 
 
@@ -28,7 +30,7 @@ def test_predict_answers_the_inference_api_shape_with_ids(server):
     assert status == 200
     assert len(body) == 1 and {item["label"] for item in body[0]} == {"negative", "positive"}
     assert body[0][0]["score"] >= body[0][1]["score"]
-    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-ferry-prediction-ids"])
+    assert re.fullmatch(PREDICTION_ID_PATTERN, headers["x-ferry-prediction-ids"])
     status, headers, body = server.request("POST", "/v1/models/tiny-bert/predict",
                                            {"inputs": ["good", "bad", "ok"], "parameters": {"top_k": 1}})
     assert status == 200 and [len(item) for item in body] == [1, 1, 1]

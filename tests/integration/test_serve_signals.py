@@ -25,12 +25,14 @@ from pathlib import Path
 
 import pytest
 
+from ferry.local import template as tpl
 from ferry.local.stack import free_port
 
 from helpers import ROOT, offline_env
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
+FUNCTIONS = len(tpl.functions(tpl.load_template(ROOT / "template.yaml"), ROOT))  # a worker each
 EXIT_WITHIN_S = 8.0  # generous: the machine may be busy with other tests; an exit takes well under a second
 
 SLOW_TEMPLATE = """
@@ -186,7 +188,7 @@ def signal_once(server: Serve, moment: str, number: signal.Signals, chance: rand
     else:
         assert server.serving.wait(60), f"{what}: no banner\n{server.output()}"
         members = server.left_behind()
-        functions = 1 if moment == "in flight" else 4
+        functions = 1 if moment == "in flight" else FUNCTIONS
         assert len(members) == 2 + functions, f"{what}: {members}"  # the server, moto, a worker a function
         url = f"http://127.0.0.1:{server.port}"
         answer: list[int | str] = []

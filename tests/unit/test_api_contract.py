@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ferry.runtime.api import (
     _ERRORS,
+    FEEDBACK_DOC,
     MAX_JSON_DEPTH,
     PREDICTION_IDS_HEADER,
     RETRY_AFTER,
@@ -34,6 +35,7 @@ from ferry.runtime.api import (
     validation_error,
 )
 from ferry.runtime.constants import MODEL_NAME_RE
+from ferry.runtime.ids import PREDICTION_ID_PATTERN
 from ferry.runtime.service import Options
 from ferry.runtime.settings import Settings
 
@@ -180,9 +182,11 @@ def test_the_request_model_of_a_path(path, embed):
 def test_what_each_operation_answers():
     documented = operations({"sentiment": "text-classification", "alpha": "text-classification",
                              "minilm": "feature-extraction"})
-    ids = {PREDICTION_IDS_HEADER: {"description": "one prediction id per input, in input order, comma-separated",
-                                   "required": True,
-                                   "schema": {"type": "string", "pattern": "^[0-9a-f]{32}(,[0-9a-f]{32})*$"}}}
+    one = PREDICTION_ID_PATTERN
+    ids = {PREDICTION_IDS_HEADER: {"description": "one prediction id per input, in input order, comma-separated "
+                                                  "(ferry.runtime.ids: p1.<model>.<version>.<nonce>.<mac>); POST "
+                                                  "/v1/feedback takes them",
+                                   "required": True, "schema": {"type": "string", "pattern": f"^{one}(,{one})*$"}}}
     assert documented == {
         ("/v1/models/{model}/predict", "post"): OperationDoc(ok=list[list[Label]], errors=(400, 404, 413, 415, 503),
                                                              ok_headers=ids, models=("alpha", "sentiment")),
@@ -193,10 +197,11 @@ def test_what_each_operation_answers():
                                                     models=("alpha", "minilm", "sentiment")),
         ("/healthz", "get"): OperationDoc(ok=Health, errors=(503,), protected=False),
         ("/openapi.json", "get"): OperationDoc(ok=dict[str, Any], errors=(), protected=False),
+        ("/v1/feedback", "post"): FEEDBACK_DOC,
     }
     assert list(documented) == [("/v1/models/{model}/predict", "post"), ("/v1/models/{model}/embed", "post"),
                                 ("/v1/models", "get"), ("/v1/models/{model}", "get"), ("/healthz", "get"),
-                                ("/openapi.json", "get")]
+                                ("/openapi.json", "get"), ("/v1/feedback", "post")]
     assert operations({})[("/v1/models/{model}", "get")].models == ()
 
 
@@ -245,7 +250,7 @@ def test_the_document_says_what_each_operation_answers():
         "200": {"description": "success", "content": {"application/json": {"schema": {
             "type": "array", "items": {"type": "array", "items": _ref("Label")}}}},
             "headers": operations({})[("/v1/models/{model}/predict", "post")].ok_headers},
-        "400": _error(400, "Error"), "401": _error(401, "GatewayError"), "403": _error(403, "GatewayError"),
+        "400": _error(400, "Error"), "401": _error(401, "GatewayError"), "403": _error(403, "Error", "GatewayError"),
         "404": _error(404, "Error", "GatewayError"), "413": _error(413, "Error", "GatewayError"),
         "415": _error(415, "Error"),
         "429": {**_error(429, "Error", "GatewayError"), "headers": {"Retry-After": RETRY_AFTER}},
@@ -308,6 +313,7 @@ def test_a_validation_component_still_referred_to_is_kept():
 
 def test_a_bare_document_is_given_components_and_an_info():
     document = complete_openapi({}, operations({}), SETTINGS)
-    assert set(document) == {"components", "info"}
+    assert set(document) == {"components", "info", "paths"}
+    assert list(document["paths"]) == ["/v1/feedback"]  # another function's route: added, with its request body
     assert document["info"]["description"].startswith("Limits: 3 texts a request")
     assert "ModelList" not in document["components"]["schemas"]  # no operation to describe, no schema added

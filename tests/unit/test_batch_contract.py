@@ -38,6 +38,7 @@ from ferry.runtime.batch import (
     run_batch,
 )
 from ferry.runtime.exceptions import ModelNotFoundError
+from ferry.runtime.ids import PredictionIds
 from ferry.runtime.service import Answer
 
 from helpers import mocked_s3
@@ -82,8 +83,9 @@ def test_what_is_not_a_batch_input_is_refused_saying_where_inputs_go(event, mess
 
 def test_a_record_s_prediction_id_derives_from_the_key_the_version_and_the_line():
     obj = BatchObject(BUCKET, "input/m/f.jsonl", "e1", "m", "f", ".jsonl")
-    assert obj.prediction_id(7) == hashlib.sha256(b"input/m/f.jsonl\ne1\n7").hexdigest()[:32]
-    assert len({obj.prediction_id(7), obj.prediction_id(8)}) == 2
+    nonce = hashlib.sha256(b"input/m/f.jsonl\ne1\n7").hexdigest()[:20]
+    assert obj.prediction_nonce(7) == nonce and pid(obj, 7) == IDS.issue("m", VERSION, nonce)
+    assert len({pid(obj, 7), pid(obj, 8)}) == 2
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
@@ -249,6 +251,13 @@ def test_an_abort_that_fails_is_logged_once_and_not_raised(caplog):
 
 
 # -- predicting a file ---------------------------------------------------------------------------------------------
+IDS, VERSION = PredictionIds(None), "0123456789ab"  # the stand-in service's ids and its model's version
+
+
+def pid(obj: BatchObject, line: int) -> str:
+    """The id a record of `obj` gets from the stand-in service."""
+    return obj.prediction_id(line, IDS, VERSION)
+
 
 class Store:
     def __init__(self, known: tuple[str, ...]):
@@ -257,7 +266,7 @@ class Store:
     def get(self, model: str) -> object:
         if model not in self.known:
             raise ModelNotFoundError(f"no model named {model!r}")
-        return object()
+        return SimpleNamespace(version=VERSION)  # what _predict reads of a predictor
 
 
 class Service:
@@ -265,6 +274,7 @@ class Service:
 
     def __init__(self, task: str = "text-classification", max_input_chars: int = 50):
         self.task = task
+        self.ids = IDS
         self.settings = SimpleNamespace(max_input_chars=max_input_chars)
         self.store = Store(("sentiment",))
         self.calls: list[dict[str, Any]] = []
@@ -310,7 +320,7 @@ def test_a_file_is_predicted_in_calls_of_32_records_into_lines_in_input_order(s3
     assert all(call["channel"] == "batch" and call["model"] == "sentiment" for call in service.calls)
     assert [answer.prediction_ids for answer in answers] == [call["ids"] for call in service.calls]
     lines = output(s3, obj.output_key)
-    assert lines == [{"line": index + 1, "prediction_id": obj.prediction_id(index + 1),
+    assert lines == [{"line": index + 1, "prediction_id": pid(obj, index + 1),
                       **({"id": f"r{index}"} if index % 2 else {}),
                       "predictions": [{"label": "long", "score": len(text)}]} for index, text in enumerate(texts)]
     assert [list(line) for line in lines[:2]] == [["line", "prediction_id", "predictions"],
@@ -324,8 +334,8 @@ def test_refused_records_go_to_the_errors_object_and_an_embedder_s_lines_hold_ve
     result = run_batch(s3, obj, Service("feature-extraction"))
     assert (result.records, result.predicted, result.errors, result.skipped) == (5, 2, 3, False)
     assert output(s3, obj.output_key) == [
-        {"line": 1, "prediction_id": obj.prediction_id(1), "embedding": [4.0, 1.0]},
-        {"line": 6, "prediction_id": obj.prediction_id(6), "embedding": [9.0, 1.0]}]
+        {"line": 1, "prediction_id": pid(obj, 1), "embedding": [4.0, 1.0]},
+        {"line": 6, "prediction_id": pid(obj, 6), "embedding": [9.0, 1.0]}]
     errors = output(s3, obj.errors_key)
     assert [line["line"] for line in errors] == [3, 4, 5]
     assert errors[0] == {"line": 3, "error": "the text is empty"}
@@ -353,7 +363,7 @@ def test_a_chunk_of_a_csv_file_is_numbered_from_its_own_first_line(s3):
                             header_lines=1)
     assert result == BatchResult(key=obj.key, records=2, predicted=2)
     assert [(line["line"], line["id"]) for line in output(s3, "part.predictions.jsonl")] == [(40, "r40"), (41, "r41")]
-    assert output(s3, "part.predictions.jsonl")[0]["prediction_id"] == obj.prediction_id(40)
+    assert output(s3, "part.predictions.jsonl")[0]["prediction_id"] == pid(obj, 40)
 
 
 class Remaining:

@@ -32,22 +32,31 @@ from ferry.runtime.chunks import (
     start_state_machine,
 )
 from ferry.runtime.exceptions import ModelNotFoundError
+from ferry.runtime.ids import PredictionIds
 from ferry.runtime.service import Answer
 
 from helpers import mocked_s3
 
 BUCKET = "ferry-batch"
 
+IDS, VERSION = PredictionIds(None), "0123456789ab"  # the stand-in service's ids and its model's version
+
+
+def pid(obj: BatchObject, line: int) -> str:
+    """The id a record of `obj` gets from the stand-in service."""
+    return obj.prediction_id(line, IDS, VERSION)
+
 
 class Store:
     def get(self, model: str) -> object:
         if model != "sentiment":
             raise ModelNotFoundError(f"no model named {model!r}")
-        return object()
+        return SimpleNamespace(version=VERSION)  # what _predict reads of a predictor
 
 
 class Service:
     def __init__(self) -> None:
+        self.ids = IDS
         self.settings = SimpleNamespace(max_input_chars=50)
         self.store = Store()
         self.calls: list[list[str]] = []
@@ -183,8 +192,8 @@ def test_a_csv_file_in_chunks_gives_the_outputs_of_the_whole_file_and_leaves_no_
     assert joined == BatchResult(key=obj.key, records=5, predicted=4, errors=1)
     predictions = [json.loads(line) for line in body(s3, obj.output_key).splitlines()]
     assert [(line["line"], line["id"], line["prediction_id"]) for line in predictions] == [
-        (2, "1", obj.prediction_id(2)), (3, "2", obj.prediction_id(3)), (5, "3", obj.prediction_id(5)),
-        (7, "5", obj.prediction_id(7))]
+        (2, "1", pid(obj, 2)), (3, "2", pid(obj, 3)), (5, "3", pid(obj, 5)),
+        (7, "5", pid(obj, 7))]
     assert [json.loads(line) for line in body(s3, obj.errors_key).splitlines()] == [
         {"line": 6, "error": "the text is empty"}]
     assert keys(s3) == sorted([obj.key, obj.output_key, obj.errors_key])

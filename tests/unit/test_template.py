@@ -47,7 +47,10 @@ def test_what_the_stack_acts_on_comes_from_the_template_as_plain_data():
     assert filters == {("PredictFunction", "CaptureFunction"), ("BatchFunction", "CaptureFunction")}
     assert all(found.pattern.matches('{"capture": {"prediction_id": "x"}}')
                for found in tpl.subscription_filters(template))
-    assert set(tpl.queues(template)) == {"CaptureDeadLetterQueue", "BatchDeadLetterQueue"}
+    assert set(tpl.queues(template)) == {"CaptureDeadLetterQueue", "BatchDeadLetterQueue", "FeedbackDeadLetterQueue",
+                                         "MonitorDeadLetterQueue"}
+    assert tpl.s3_triggers(template) == {"BatchBucket": [("BatchFunction", "input/"), ("FeedbackFunction", "labels/")]}
+    assert tpl.schedules(template) == {"MonitorFunction": 300}  # rate(${MonitorEveryMinutes} minutes), default 5
     assert tpl.overridable(template, batch) == {"FERRY_BATCH_CHUNK_BYTES"}
     assert "FERRY_STACK_SECRET" not in tpl.overridable(template, predict)  # a !Sub, not a parameter
 

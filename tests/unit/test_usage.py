@@ -92,12 +92,12 @@ def test_the_authorizer_flips_quota_exceeded_once_usage_reaches_the_quota(tables
     identifier = store_key(keys, key, "client")
     default_quota = 3
     assert authorize(keys, usage, key, default_quota, now=NOON) == {
-        "isAuthorized": True, "context": {"key_id": identifier, "quota_exceeded": False}}
+        "isAuthorized": True, "context": {"key_id": identifier, "scopes": "predict", "quota_exceeded": False}}
     add_usage(usage, {(identifier, "2026-11-29"): 2})
     assert authorize(keys, usage, key, default_quota, now=NOON)["context"]["quota_exceeded"] is False
     add_usage(usage, {(identifier, "2026-11-29"): 1})
     assert authorize(keys, usage, key, default_quota, now=NOON) == {"isAuthorized": True, "context": {
-        "key_id": identifier, "quota_exceeded": True, "retry_after": 12 * 3600}}
+        "key_id": identifier, "scopes": "predict", "quota_exceeded": True, "retry_after": 12 * 3600}}
     assert authorize(keys, usage, key, 0, now=NOON)["context"]["quota_exceeded"] is False  # 0: no quota
     assert authorize(keys, usage, key, default_quota, now=LATE + 1)["context"]["quota_exceeded"] is False  # new day
     assert authorize(keys, usage, key + "x", default_quota, now=NOON) == {"isAuthorized": False}

@@ -31,8 +31,11 @@ def register(subparsers: Subparsers) -> None:
     create.add_argument("--name", default="default", help="who or what the key is for")
     create.add_argument("--daily-quota", type=_non_negative, metavar="N",
                         help="predictions a UTC day for this key; 0 for none (default: the stack's DailyQuota)")
+    create.add_argument("--scope", action="append", choices=("predict", "feedback"), dest="scopes",
+                        help="what the key may do, once per scope: predict (the predict and embed routes), "
+                             "feedback (POST /v1/feedback); default: predict only")
     create.set_defaults(run=run_create)
-    listing = action("list", "show every key: id, name, created, revoked, daily quota, today's usage")
+    listing = action("list", "show every key: id, name, scopes, created, revoked, daily quota, today's usage")
     listing.add_argument("--usage-table", help="the stack's usage table, for today's usage (default: not shown)")
     listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     listing.set_defaults(run=run_list)
@@ -60,14 +63,17 @@ def _key_id(text: str) -> str:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from ferry.runtime.keys import new_key, store_key
+    from ferry.runtime.keys import DEFAULT_SCOPES, checked_scopes, new_key, store_key
 
     key = new_key()
+    scopes = checked_scopes(args.scopes or DEFAULT_SCOPES)
     with _aws.reported(args.table, "store the key"):
-        identifier = store_key(_aws.dynamodb(args).Table(args.table), key, args.name, quota=args.daily_quota)
+        identifier = store_key(_aws.dynamodb(args).Table(args.table), key, args.name, quota=args.daily_quota,
+                               scopes=scopes)
     quota = "the stack's daily quota" if args.daily_quota is None else (
         "no daily quota" if args.daily_quota == 0 else f"a daily quota of {args.daily_quota}")
-    sys.stderr.write(f"ferry: key {identifier} ({args.name}, {quota}) stored as a salted hash; it is shown once:\n")
+    sys.stderr.write(f"ferry: key {identifier} ({args.name}, may {' and '.join(scopes)}, {quota}) stored as a "
+                     "salted hash; it is shown once:\n")
     print(key)
     return 0
 
@@ -91,11 +97,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 def format_keys(keys: Sequence[KeyInfo]) -> str:
     """`ferry keys list` as a table: a quota of None is the stack's, 0 none; usage of None was not read."""
-    rows = [("ID", "NAME", "CREATED (UTC)", "REVOKED", "DAILY QUOTA", "USED TODAY")]
+    rows = [("ID", "NAME", "SCOPES", "CREATED (UTC)", "REVOKED", "DAILY QUOTA", "USED TODAY")]
     for key in keys:
         quota = "stack default" if key.quota is None else ("none" if key.quota == 0 else str(key.quota))
-        rows.append((key.key_id, key.name, key.created_utc, "revoked" if key.revoked else "no", quota,
-                     "-" if key.used_today is None else str(key.used_today)))
+        rows.append((key.key_id, key.name, ",".join(key.scopes), key.created_utc, "revoked" if key.revoked else "no",
+                     quota, "-" if key.used_today is None else str(key.used_today)))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines + ([] if keys else ["(no keys)"]))

@@ -21,6 +21,8 @@ def register(subparsers: Subparsers) -> None:
     serve.add_argument("--host", help=f"(default {DEFAULT_HOST}: this machine only)")
     add_layers_dir(serve)
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (off by default, as sam local)")
+    serve.add_argument("--monitor-every", type=_seconds, metavar="SECONDS",
+                       help="run the monitor function this often (default: the template's MonitorEveryMinutes)")
     add_template(serve)
     serve.set_defaults(run=run)
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with local_errors():
             stopped = serve(root, layers_dir, template, host=host, port=port, api_key=args.api_key,
-                            progress=progress(args), on_ready=ready)
+                            progress=progress(args), on_ready=ready,
+                            schedules=None if args.monitor_every is None else {MONITOR: args.monitor_every})
     except ApiKeyError as exc:
         raise UsageError(f"--api-key: {exc}") from None
     if not stopped.served:
@@ -52,6 +55,19 @@ def run(args: argparse.Namespace) -> int:
         return 128 + stopped.signal
     print("ferry: stopped", flush=True)
     return 0
+
+
+MONITOR = "MonitorFunction"  # the template's scheduled monitor
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text} seconds: give 1 to 86400")
+    return value
 
 
 def banner(url: str, stack: LocalStack, keyed: bool) -> str:
@@ -62,6 +78,9 @@ def banner(url: str, stack: LocalStack, keyed: bool) -> str:
     served = ", ".join(sorted(discover_models(layer_models_dirs(stack.layers_dir)))) or "no models"
     auth = ' -H "Authorization: Bearer $FERRY_API_KEY"' if keyed else ""
     lines = [f"ferry: serving {served} at {url} (embedded AWS at {stack.endpoint}); Ctrl-C stops"]
+    for schedule in stack.schedules:
+        lines.append(f"  {schedule.function} runs every {schedule.seconds:g} s (ferry monitor runs it now; "
+                     "ferry status, ferry report)")
     if keyed:
         lines.append("  export FERRY_API_KEY=<the key given to --api-key>")
     lines.append(f"  curl -s {url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "

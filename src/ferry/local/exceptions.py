@@ -53,6 +53,12 @@ class StackStoppedError(LocalError):
     code = "stack_stopped"
 
 
+class NotServingError(LocalError):
+    """No `ferry serve` runs for the project (or the file saying where it is is stale)."""
+
+    code = "not_serving"
+
+
 class FunctionError(LocalError):
     """An invocation failed: the handler raised, or its process died or ran out of time.
 

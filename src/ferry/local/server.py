@@ -17,12 +17,13 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from ferry.local import running
 from ferry.local.exceptions import ListenError, StartCancelledError
 
 if TYPE_CHECKING:
@@ -107,9 +108,14 @@ class Stopped:
 
 def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, host: str = DEFAULT_HOST,
           port: int = DEFAULT_PORT, api_key: str | None = None, progress: Callable[[str], None] | None = None,
-          on_ready: Callable[[str, LocalStack], None] | None = None) -> Stopped:
+          on_ready: Callable[[str, LocalStack], None] | None = None,
+          schedules: Mapping[str, float] | None = None) -> Stopped:
     """Start the local stack and its HTTP API on `host`:`port`, call `on_ready(url, stack)` and serve until SIGINT
     or SIGTERM; then stop everything and say how it ended. Call it from the main thread (signals go there).
+
+    While it serves, the template's scheduled functions run on their rates (`schedules` overrides them: logical id
+    -> seconds), and ``<root>/.ferry/serve.json`` says where the stack is (:mod:`ferry.local.running`), so that
+    `ferry monitor`, `ferry status`, `ferry report` and `ferry feedback` find it; the file goes when it stops.
 
     Raises what the start raises (TemplateError, LayersNotFoundError, FunctionInitError), ListenError when the
     address cannot be listened on and ApiKeyError for a key too short, everything stopped first.
@@ -123,6 +129,7 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
         stack = LocalStack(root=root, layers_dir=layers_dir, template_path=template_path)
         gateway: Gateway | None = None
         serving = False
+        written: Path | None = None
         try:
             stack.start(cancelled=lambda: signals.requested)
             if not signals.requested:
@@ -132,12 +139,16 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
                     raise ListenError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
                 gateway.serve_in_background()
                 serving = True
+                stack.start_schedules(schedules)
+                written = running.write(root, gateway.url, stack, api_key=api_key is not None)
                 if on_ready is not None:
                     on_ready(gateway.url, stack)
             received = signals.wait()
         except StartCancelledError:
             received = signals.wait()
         finally:
+            if written is not None:
+                running.remove(written)
             if gateway is not None and serving:
                 gateway.shutdown()
             if gateway is not None:

@@ -24,6 +24,7 @@ from ferry.local.context import REGION, log_group_of
 from ferry.local.exceptions import FunctionError, LayersNotFoundError, StartCancelledError
 from ferry.local.functions import INIT_TIMEOUT_S, LocalFunction
 from ferry.local.logs import LogDelivery, Subscription
+from ferry.local.schedule import Schedule
 from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_KEYS_TABLE, ENV_MODELS_DIR
 from ferry.runtime.manifest import layer_models_dirs
 
@@ -36,7 +37,7 @@ PASSED = ("PATH", "HOME", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "TMPDIR", "PYTH
 PASSED_PREFIXES = ("LC_", "HF_")
 # Variables of this process that override a function's (see LocalStack): the project's settings, and Powertools'
 OVERRIDE_PREFIXES = ("FERRY_", "POWERTOOLS_")
-SERVICES = ("cloudwatch", "dynamodb", "s3", "secretsmanager", "sqs")  # what the stack creates things in, and EMF
+SERVICES = ("cloudwatch", "dynamodb", "events", "s3", "secretsmanager", "sqs")  # what the stack uses, and EMF
 LOG_DRAIN_S = 5.0  # at stop, the longest wait for queued log lines to reach their subscriptions
 
 
@@ -106,6 +107,7 @@ class LocalStack:
         self._secret_values: dict[str, str] = {}  # by ARN
         self._aws: EmbeddedAws | None = None
         self._clients: dict[str, Any] = {}
+        self.schedules: list[Schedule] = []
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -159,6 +161,8 @@ class LocalStack:
         """Stop everything that started (safe to call twice, or after a failed start): log delivery first (what is
         queued still reaches its subscriptions, for a few seconds at most; what is left then is counted lost), then
         the functions, then moto (and with its process, everything the stack stored)."""
+        for schedule in self.schedules:
+            schedule.stop()
         if self.logs is not None:
             self.logs.stop(timeout=LOG_DRAIN_S)
             self.logs.abandon()  # a delivery still running fails as its destination stops: nothing to retry
@@ -228,20 +232,23 @@ class LocalStack:
             return self._secret_values[secret_id]
         return str(self.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
 
-    def store_api_key(self, key: str, name: str = "local") -> str:
-        """Store a key (hashed) in the table the authorizer reads, as `ferry keys create` does in AWS."""
-        from ferry.runtime.keys import store_key
+    def store_api_key(self, key: str, name: str = "local", scopes: tuple[str, ...] | None = None) -> str:
+        """Store a key (hashed) in the table the authorizer reads, as `ferry keys create` does in AWS; `scopes`
+        default to every scope (the local user is the stack's owner: predictions and feedback)."""
+        from ferry.runtime.keys import SCOPES, store_key
 
         if self.authorizer is None:
             raise ValueError("the template has no Lambda authorizer")
         table_name = self.functions[self.authorizer].variables[ENV_KEYS_TABLE]
-        return store_key(self.resource("dynamodb").Table(table_name), key, name)
+        return store_key(self.resource("dynamodb").Table(table_name), key, name, scopes=scopes or SCOPES)
 
     def drop_file(self, bucket_id: str, key: str, path: Path) -> Any:
         """Put a file into a template bucket and deliver the S3 event to the function it triggers."""
-        function, prefix = tpl.s3_triggers(self.template)[bucket_id]
-        if not key.startswith(prefix):
-            raise ValueError(f"{key}: the template triggers {function} only under {prefix}")
+        triggers = tpl.s3_triggers(self.template).get(bucket_id, [])
+        function = next((name for name, prefix in triggers if key.startswith(prefix)), None)
+        if function is None:
+            under = ", ".join(f"{prefix} ({name})" for name, prefix in triggers) or "no prefix"
+            raise ValueError(f"{key}: the template triggers functions of {bucket_id} only under {under}")
         s3 = self.client("s3")
         bucket = self.table_names[bucket_id]
         s3.upload_file(str(path), bucket, key)
@@ -299,6 +306,21 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": environ.get("POWERTOOLS_DEV", "false"),
             **variables,
         }
+
+    # -- schedules --------------------------------------------------------------------------------------------
+
+    def start_schedules(self, every: Mapping[str, float] | None = None) -> list[Schedule]:
+        """Run each function of a Schedule event on its rate (`every` overrides it, by logical id, in seconds),
+        as EventBridge would; they stop with the stack."""
+        periods = {**tpl.schedules(self.template), **(every or {})}
+        for function, seconds in periods.items():
+            if function in self.functions:
+                self.schedules.append(Schedule(function, seconds, self.invoke, self.echo).start())
+        return self.schedules
+
+    def resources(self) -> dict[str, str]:
+        """Every resource the stack made, logical id -> its name (a queue's URL, a secret's ARN)."""
+        return dict(self.table_names)
 
     # -- invocation -------------------------------------------------------------------------------------------
 

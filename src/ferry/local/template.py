@@ -20,7 +20,7 @@ from ferry.local.exceptions import TemplateError
 from ferry.local.logs import FilterPattern
 
 __all__ = ["Function", "Route", "SubscriptionFilter", "TemplateError", "buckets", "functions", "lambda_authorizer",
-           "load_template", "overridable", "queues", "resolve", "routes", "s3_triggers", "secrets",
+           "load_template", "overridable", "queues", "resolve", "routes", "s3_triggers", "schedules", "secrets",
            "subscription_filters", "substitute", "tables"]
 
 
@@ -297,9 +297,10 @@ def secrets(template: dict[str, Any]) -> list[str]:
             if resource.get("Type") == "AWS::SecretsManager::Secret"]
 
 
-def s3_triggers(template: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Bucket logical id -> (function logical id, key prefix) of each S3 event in the template."""
-    found = {}
+def s3_triggers(template: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Bucket logical id -> (function logical id, key prefix) of each S3 event on it (a bucket may notify several
+    functions, each under its own prefix: input/ the batch function, labels/ the feedback function)."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for logical_id, resource in template["Resources"].items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
@@ -308,5 +309,37 @@ def s3_triggers(template: dict[str, Any]) -> dict[str, tuple[str, str]]:
                 properties = event["Properties"]
                 rules = properties.get("Filter", {}).get("S3Key", {}).get("Rules", [])
                 prefix = next((rule["Value"] for rule in rules if rule.get("Name") == "prefix"), "")
-                found[properties["Bucket"]["Ref"]] = (logical_id, prefix)
+                found.setdefault(properties["Bucket"]["Ref"], []).append((logical_id, prefix))
     return found
+
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedules(template: dict[str, Any]) -> dict[str, float]:
+    """Function logical id -> seconds between runs, of each Schedule event whose expression is ``rate(...)`` (a
+    parameter in it at its default): moto never fires a schedule, so the local stack runs them itself."""
+    found = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event.get("Type") != "Schedule":
+                continue
+            expression = event.get("Properties", {}).get("Schedule")
+            if isinstance(expression, dict) and isinstance(expression.get("Fn::Sub"), str):
+                expression = re.sub(r"\$\{(\w+)\}", lambda m: str(_parameter_default(template, m.group(1))),
+                                    expression["Fn::Sub"])
+            match = _RATE.match(str(expression))
+            if not match:
+                raise TemplateError(f"{logical_id}: schedule {expression!r} is not rate(N minutes|hours|days)")
+            found[logical_id] = int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
+    return found
+
+
+def _parameter_default(template: dict[str, Any], name: str) -> Any:
+    parameter = template.get("Parameters", {}).get(name)
+    if parameter is None or "Default" not in parameter:
+        raise TemplateError(f"parameter {name} has no default for the local stack")
+    return parameter["Default"]

@@ -30,9 +30,17 @@ from pydantic import (
 )
 
 from ferry.runtime import texts
-from ferry.runtime.constants import FEATURE_EXTRACTION, MODEL_NAME_RE, TASK_ENDPOINTS, TEXT_CLASSIFICATION
+from ferry.runtime.constants import (
+    FEATURE_EXTRACTION,
+    FEEDBACK_PATH,
+    MAX_FEEDBACK_ITEMS,
+    MODEL_NAME_RE,
+    TASK_ENDPOINTS,
+    TEXT_CLASSIFICATION,
+)
 from ferry.runtime.exceptions import FerryRuntimeError, PayloadTooLargeError
 from ferry.runtime.exceptions import InvalidBodyError as InvalidBodyError  # importable from here as before
+from ferry.runtime.ids import PREDICTION_ID_PATTERN
 from ferry.runtime.service import Options
 from ferry.runtime.settings import Settings
 
@@ -98,6 +106,25 @@ class EmbedRequest(BaseModel):
         normalize = self.normalize if self.normalize is not None else nested.normalize
         truncate = self.truncate if self.truncate is not None else nested.truncate
         return Options(normalize=normalize, truncate=True if truncate is None else truncate)
+
+
+class FeedbackItem(BaseModel):
+    """One label for one prediction (POST /v1/feedback takes one, or a list of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: StrictStr = Field(description=(
+        "an id from x-ferry-prediction-ids or a batch output: p1.<model>.<version>.<20 hex>.<16 hex>; an id this "
+        "stack did not issue is a 404"))
+    label: StrictStr = Field(description="one of the labels of the prediction's model (GET /v1/models lists them)")
+    correct: StrictBool = Field(default=False, description=(
+        "replace the label the prediction already has (the replaced one is kept in the item's corrections); "
+        "without it a different label is a 409"))
+    sampled: StrictBool = Field(default=False, description=(
+        "the prediction was picked at random for labelling (an audit sample), not labelled because it looked "
+        "wrong: the monitor estimates accuracy without bias from these"))
+
+
+FeedbackRequest = FeedbackItem | Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)]
 
 
 class RequestModels(NamedTuple):
@@ -334,6 +361,35 @@ class ModelDetails(ModelSummary):
     onnxruntime_version: Any = None
 
 
+FeedbackStatus = Literal["accepted", "duplicate", "corrected"]
+
+
+class FeedbackOutcome(BaseModel):
+    """What became of one label: written (accepted), already there (duplicate: it counts once) or written over
+    the prediction's earlier label (corrected)."""
+
+    prediction_id: str
+    status: FeedbackStatus
+    duplicate: bool
+
+
+class FeedbackResult(BaseModel):
+    """One label of a list, in the list's order: its HTTP status, and its outcome or its error."""
+
+    prediction_id: str | None = Field(description="null when the item had no prediction_id string")
+    status: int = Field(description="202, or the status the label alone would have been answered with")
+    outcome: FeedbackStatus | None = None
+    error: ErrorDetail | None = None
+
+
+class FeedbackResults(BaseModel):
+    """The answer to a list of labels: each one answered on its own, never all or nothing."""
+
+    accepted: int = Field(description="labels accepted: written, duplicates and corrections")
+    refused: int
+    results: list[FeedbackResult]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     models: dict[str, ModelStatus] = Field(description="every model found, by name, without loading any")
@@ -341,13 +397,23 @@ class Health(BaseModel):
 
 @dataclass(frozen=True)
 class OperationDoc:
-    """What one operation answers: its 200 body, the error statuses it can send, whether it is behind auth."""
+    """What one operation answers: its success body, the error statuses it can send, whether it is behind auth.
+
+    An operation with a `request` body schema is added to a document that lacks it: the feedback route is
+    another function's, and the predict function's document describes the whole API."""
 
     ok: Any
     errors: tuple[int, ...]
     protected: bool = True
     ok_headers: Mapping[str, Any] | None = None
     models: tuple[str, ...] = ()  # the values of a {model} path parameter this operation applies to
+    ok_status: int = 200
+    ok_description: str = "success"
+    also: tuple[tuple[int, str, Any], ...] = ()  # other success answers: (status, description, body)
+    request: Any = None  # the request body, for an operation the document may lack
+    summary: str | None = None
+    notes: tuple[tuple[int, str], ...] = ()  # this operation's own description of an error status
+    quota: bool = True  # a POST counted against the key's daily quota (429 with Retry-After)
 
 
 _REF = "#/components/schemas/{model}"
@@ -355,8 +421,10 @@ _ERRORS: Mapping[int, tuple[str, tuple[type[BaseModel], ...]]] = {
     400: ("invalid request: not JSON, a wrong type or value, an unknown parameter (the message names it)",
           (Error,)),
     401: ("no Authorization header (API Gateway's own answer)", (GatewayError,)),
-    403: ("the API key was refused (API Gateway's own answer)", (GatewayError,)),
+    403: ("the API key was refused (API Gateway's own answer), or it lacks the scope of the operation (predict, "
+          "feedback)", (Error, GatewayError)),
     404: ("no model of that name (from API Gateway: no such route)", (Error, GatewayError)),
+    409: ("the prediction already has another label; send \"correct\": true to replace it", (Error,)),
     413: ("over a limit: texts per request, characters per text, bytes per body (the message names it)",
           (Error, GatewayError)),
     415: ("the Content-Type is not application/json", (Error,)),
@@ -369,9 +437,21 @@ RETRY_AFTER = {"description": "seconds until the quota allows requests again", "
                "schema": {"type": "integer", "minimum": 0}}
 PREDICTION_IDS_HEADER = "x-ferry-prediction-ids"  # one id per input, in input order, comma-separated
 _PREDICTION_IDS = {PREDICTION_IDS_HEADER: {
-    "description": "one prediction id per input, in input order, comma-separated", "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}(,[0-9a-f]{32})*$"}}}
+    "description": "one prediction id per input, in input order, comma-separated (ferry.runtime.ids: "
+                   "p1.<model>.<version>.<nonce>.<mac>); POST /v1/feedback takes them", "required": True,
+    "schema": {"type": "string", "pattern": f"^{PREDICTION_ID_PATTERN}(,{PREDICTION_ID_PATTERN})*$"}}}
 _POST_ERRORS = (400, 404, 413, 415, 503)
+FEEDBACK_DOC = OperationDoc(
+    ok=FeedbackOutcome | FeedbackResults, errors=(400, 404, 409, 413, 415, 503), ok_status=202,
+    ok_description="every label accepted: one label's outcome, or a list's results",
+    also=((207, "some labels of a list were refused: each result says why", FeedbackResults),),
+    request=FeedbackRequest, quota=False,
+    summary=f"Labels for predictions: one, or a list of 1 to {MAX_FEEDBACK_ITEMS}, answered label by label",
+    notes=((400, "invalid request or label: not JSON, an unknown field, a label the model does not have "
+                 "(the message names the accepted labels)"),
+           (404, "a prediction id this stack did not issue, or of a model no longer served"),
+           (413, f"a list of more than {MAX_FEEDBACK_ITEMS} labels, or a body over the byte limit"),
+           (503, "the feedback table did not take the label; sending it again is safe")))
 
 
 def operations(tasks: Mapping[str, str]) -> dict[tuple[str, str], OperationDoc]:
@@ -388,6 +468,7 @@ def operations(tasks: Mapping[str, str]) -> dict[tuple[str, str], OperationDoc]:
         (model, "get"): OperationDoc(ok=ModelDetails, errors=(404, 503), models=tuple(sorted(tasks))),
         ("/healthz", "get"): OperationDoc(ok=Health, errors=(503,), protected=False),
         ("/openapi.json", "get"): OperationDoc(ok=dict[str, Any], errors=(), protected=False),
+        (FEEDBACK_PATH, "post"): FEEDBACK_DOC,
     }
 
 
@@ -397,7 +478,7 @@ def complete_openapi(document: dict[str, Any], operations: Mapping[tuple[str, st
     operation can send with its schema, the schema of each 200 answer, and the limits."""
     components = document.setdefault("components", {}).setdefault("schemas", {})
     for (path, method), doc in operations.items():
-        operation = document.get("paths", {}).get(path, {}).get(method)
+        operation = _operation(document, path, method, doc, components)
         if operation is None:
             continue
         operation["responses"] = _responses(method, doc, components)
@@ -419,6 +500,23 @@ def complete_openapi(document: dict[str, Any], operations: Mapping[tuple[str, st
     return document
 
 
+def _operation(document: dict[str, Any], path: str, method: str, doc: OperationDoc,
+               components: dict[str, Any]) -> dict[str, Any] | None:
+    """The document's operation, with the summary and request body `doc` gives; an operation the document lacks
+    is added when `doc` has a request body (another function's route), else None."""
+    operation: dict[str, Any] | None = document.get("paths", {}).get(path, {}).get(method)
+    if operation is None:
+        if doc.request is None:
+            return None
+        operation = document.setdefault("paths", {}).setdefault(path, {}).setdefault(method, {})
+    if doc.summary:
+        operation.setdefault("summary", doc.summary)
+    if doc.request is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": _schema(doc.request, components)}}}
+    return operation
+
+
 def _describe_model_parameter(parameter: dict[str, Any], models: tuple[str, ...]) -> None:
     """The {model} segment: one of the models this deployment serves for the operation (any other name is a 404,
     a model of the other task a 400), or, when there is none, what a model name looks like."""
@@ -431,19 +529,27 @@ def _describe_model_parameter(parameter: dict[str, Any], models: tuple[str, ...]
 
 
 def _responses(method: str, doc: OperationDoc, components: dict[str, Any]) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "success", "content": {"application/json": {
+    ok: dict[str, Any] = {"description": doc.ok_description, "content": {"application/json": {
         "schema": _schema(doc.ok, components)}}}
     if doc.ok_headers:
         ok["headers"] = dict(doc.ok_headers)
-    responses = {"200": ok}
+    responses = {str(doc.ok_status): ok}
+    for status, description, body in doc.also:
+        responses[str(status)] = {"description": description, "content": {"application/json": {
+            "schema": _schema(body, components)}}}
+    notes = dict(doc.notes)
+    quota = method == "post" and doc.quota
     for status in sorted({*doc.errors, *((401, 403) if doc.protected else ()), 429, 500}):
         description, shapes = _ERRORS[status]
-        if method == "get" and status == 429:  # API Gateway's throttling; the quota counts predictions only
+        description = notes.get(status, description)
+        if method == "get" and status == 403:  # the scopes guard POSTs only; a GET's 403 is API Gateway's
+            shapes = (GatewayError,)
+        if status == 429 and not quota:  # API Gateway's throttling; the quota counts predictions only
             shapes = (GatewayError,)
         schemas = [_schema(shape, components) for shape in shapes]
         response: dict[str, Any] = {"description": description, "content": {"application/json": {
             "schema": schemas[0] if len(schemas) == 1 else {"anyOf": schemas}}}}
-        if status == 429 and method == "post":
+        if status == 429 and quota:
             response["headers"] = {"Retry-After": RETRY_AFTER}
         responses[str(status)] = response
     return responses

@@ -17,7 +17,8 @@ object is completed last: its presence means the file is done, and the etag in i
 event find it and do nothing. A file that cannot be finished (an S3 error, too little of the function's time
 left, records unaccounted for) raises :class:`BatchIncompleteError` or the S3 error, so that Lambda retries it
 and then records it in the dead-letter queue; prediction ids derive from the object's key, etag and record line,
-so a rerun writes the same output and captures nothing twice.
+so a rerun writes the same output and captures nothing twice (they are issued like every other id, with the model's
+version and a mac: :mod:`ferry.runtime.ids`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from urllib.parse import unquote_plus
 from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from ferry.runtime.exceptions import BatchIncompleteError as BatchIncompleteError  # importable from here as before
 from ferry.runtime.exceptions import BatchInputError as BatchInputError
+from ferry.runtime.ids import NONCE_HEX_DIGITS, PredictionIds
 from ferry.runtime.service import CHANNEL_BATCH, Answer, PredictionService
 from ferry.runtime.texts import text_error
 
@@ -120,10 +122,16 @@ class BatchObject:
     def errors_key(self) -> str:
         return self.outputs.errors
 
-    def prediction_id(self, line: int) -> str:
-        """The same 32 hex digits every time this object's record at `line` is predicted: a rerun of the file
-        captures nothing twice (the capture function's conditional put drops what it has)."""
-        return hashlib.sha256(f"{self.key}\n{self.etag}\n{line}".encode()).hexdigest()[:32]
+    def prediction_nonce(self, line: int) -> str:
+        """The nonce of the id of this object's record at `line`: the same every time, from the key, the etag
+        and the line (the first NONCE_HEX_DIGITS hex digits of their sha256)."""
+        return hashlib.sha256(f"{self.key}\n{self.etag}\n{line}".encode()).hexdigest()[:NONCE_HEX_DIGITS]
+
+    def prediction_id(self, line: int, ids: PredictionIds, version: str) -> str:
+        """The id of this object's record at `line` predicted by `version` of the model, issued by `ids` (the
+        service's) from :meth:`prediction_nonce`: the same every time, so that a rerun of the file captures
+        nothing twice (the capture function's conditional put drops what it has)."""
+        return ids.issue(self.model, version, self.prediction_nonce(line))
 
 
 @dataclass
@@ -288,6 +296,30 @@ class _CsvLines:
         return raw.decode("utf-8", "surrogateescape") + "\n"
 
 
+def csv_rows(lines: Lines) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """Every CSV record of `lines` that is not blank, header included: the line where it starts, its cells (None
+    when it cannot be read) and what is wrong with it (None when nothing is). A record over the line limit is one
+    problem, and reading resumes at the next line; a bad byte stays in its cell (its escape), for the caller to
+    judge. The labels files of the feedback function are read with it too."""
+    if csv.field_size_limit() < lines.max_bytes:  # the default, 131,072, would end the file at a longer field
+        csv.field_size_limit(lines.max_bytes)
+    source = _CsvLines(lines)
+    rows = csv.reader(source)
+    while True:
+        source.record_bytes, problem = 0, None
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except _RecordTooLong:
+            row, problem = None, f"the record is longer than {lines.max_bytes} bytes"
+        except csv.Error as exc:
+            row, problem = None, f"not valid CSV: {exc}"
+        if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
+            continue  # a blank line
+        yield source.record_start, row, problem
+
+
 class CsvRecords:
     """One record per row after the header, numbered by the line where it starts (a quoted field may span
     lines); blank lines are no records. A record over the line limit is one error, and reading resumes at the
@@ -298,24 +330,8 @@ class CsvRecords:
         self.records = 0
 
     def __iter__(self) -> Iterator[Record]:
-        if csv.field_size_limit() < self.lines.max_bytes:  # the default, 131,072, would end the file at a longer field
-            csv.field_size_limit(self.lines.max_bytes)
-        source = _CsvLines(self.lines)
-        rows = csv.reader(source)
         columns: list[str] | None = None
-        while True:
-            source.record_bytes, problem = 0, None
-            try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except _RecordTooLong:
-                row, problem = None, f"the record is longer than {self.lines.max_bytes} bytes"
-            except csv.Error as exc:
-                row, problem = None, f"not valid CSV: {exc}"
-            start = source.record_start
-            if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
-                continue  # a blank line
+        for start, row, problem in csv_rows(self.lines):
             if columns is None:
                 columns = _header(start, row, problem)
                 continue
@@ -514,7 +530,8 @@ def _check_accounting(obj: BatchObject, result: BatchResult, lines: Lines) -> No
 def _predict(pending: list[Record], out: ObjectStream, service: PredictionService, obj: BatchObject,
              capture: Callable[[Answer], None] | None) -> int:
     texts = [record.text or "" for record in pending]
-    ids = [obj.prediction_id(record.line) for record in pending]
+    version = service.store.get(obj.model).version  # loaded already (predict_stream): a lookup
+    ids = [obj.prediction_id(record.line, service.ids, version) for record in pending]
     answer = service.predict(obj.model, texts, prediction_ids=ids, channel=CHANNEL_BATCH)
     if capture is not None:
         capture(answer)

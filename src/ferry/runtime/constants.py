@@ -24,8 +24,15 @@ ENV_USAGE_TABLE = "FERRY_USAGE_TABLE"  # DynamoDB table of daily prediction coun
 ENV_BATCH_CHUNK_BYTES = "FERRY_BATCH_CHUNK_BYTES"  # a batch file larger than this is predicted in chunks
 ENV_BATCH_STATE_MACHINE = "FERRY_BATCH_STATE_MACHINE"  # runs the chunks in AWS; unset: in process, in order
 ENV_DAILY_QUOTA = "FERRY_DAILY_QUOTA"  # predictions a key may make a day when the key sets none; 0 = no quota
+ENV_MONITOR_TABLE = "FERRY_MONITOR_TABLE"  # DynamoDB table of the monitor's cursors, episodes and run history
+ENV_EVENT_BUS = "FERRY_EVENT_BUS"  # the EventBridge bus the monitor sends ModelDegraded to ("default")
+ENV_MONITOR_WINDOW_MINUTES = "FERRY_MONITOR_WINDOW_MINUTES"  # the span of the monitor's figures
+ENV_MONITOR_SETTLE_SECONDS = "FERRY_MONITOR_SETTLE_SECONDS"  # the monitor reads what is older than this
+ENV_FEEDBACK_TABLE = "FERRY_FEEDBACK_TABLE"  # DynamoDB table of labels for predictions (ferry.runtime.feedback)
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own variable: the functions' metrics namespace
 
+DEFAULT_MONITOR_WINDOW_MINUTES = 60
+DEFAULT_MONITOR_SETTLE_SECONDS = 60  # captures reach the table through a log subscription: seconds, not minutes
 DEFAULT_MAX_INPUTS = 64
 DEFAULT_MAX_INPUT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # API Gateway and Lambda's synchronous payload limit
@@ -35,6 +42,8 @@ DEFAULT_DAILY_QUOTA = 0  # no quota
 DEFAULT_BATCH_CHUNK_BYTES = 8 * 1024 * 1024
 OUTPUT_MODES = ("full", "top")
 TOP_SCORE_DECIMALS = 2  # OutputMode=top rounds the one score it returns to this many decimals
+FEEDBACK_PATH = "/v1/feedback"  # the route that takes labels for predictions
+MAX_FEEDBACK_ITEMS = 64  # labels in one feedback request (a list); more is a 413
 CAPTURE_KEY = "capture"  # the key of a capture record in a structured log line
 METRICS_NAMESPACE = "Ferry"  # CloudWatch namespace of every metric, unless POWERTOOLS_METRICS_NAMESPACE says otherwise
 

@@ -115,6 +115,55 @@ class QuotaExceededError(FerryRuntimeError):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
+class ForbiddenError(FerryRuntimeError):
+    """The API key of a request lacks the scope its route needs (``predict`` or ``feedback``, see
+    :mod:`ferry.runtime.keys`)."""
+
+    code = "forbidden"
+    status = 403
+
+
+# -- feedback ----------------------------------------------------------------------------------------------------
+
+class PredictionNotFoundError(FerryRuntimeError):
+    """A prediction id this stack did not issue: not of the shape of one, or its mac does not match
+    (:mod:`ferry.runtime.ids`)."""
+
+    code = "prediction_not_found"
+    status = 404
+
+
+class InvalidLabelError(FerryRuntimeError):
+    """Feedback with a label the prediction's model does not have."""
+
+    code = "invalid_label"
+    status = 400
+
+
+class LabelConflictError(FerryRuntimeError):
+    """Feedback whose label differs from the one already stored for the prediction, without ``"correct": true``
+    (or a prediction corrected too many times)."""
+
+    code = "label_conflict"
+    status = 409
+
+
+class FeedbackWriteError(FerryRuntimeError):
+    """The feedback table did not take a label, after retries (throttled, failing): sending it again is safe (the
+    same label twice counts once)."""
+
+    code = "feedback_not_written"
+    status = 503
+
+
+class LabelFileError(FerryRuntimeError):
+    """A file under ``labels/`` that cannot be read as labels at all (an unknown format, a CSV header without
+    prediction_id and label): refused whole, as no retry can help."""
+
+    code = "invalid_label_file"
+    status = 400
+
+
 # -- configuration -----------------------------------------------------------------------------------------------
 
 class SettingsError(FerryRuntimeError):

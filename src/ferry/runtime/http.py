@@ -1,16 +1,18 @@
 """The predict function's HTTP API on Powertools' resolver: the request precheck, the answers, the errors.
 
-**The precheck.** What API Gateway lets through but the API refuses before any parsing: an API key over its daily
-quota (429), a body not declared as JSON (415), a body over ``Settings.max_body_bytes`` (413), a base64 body that
-is not base64 of UTF-8 text (400). It must run before Powertools parses the body, and a resolver middleware
-cannot: Powertools (3.x) builds each route's stack with its OpenAPI request validation first, then the resolver's
-``app.use(...)`` middlewares, then the route's own (``Route._build_middleware_stack``), and the validation reads
-and parses the body. So the precheck is a Powertools *handler* middleware (:func:`prechecked`, made with
-``lambda_handler_decorator``), which runs before ``app.resolve`` and answers a refusal itself.
+**The precheck.** What API Gateway lets through but the API refuses before any parsing: an API key without the
+route's scope (403), an API key over its daily quota (429), a body not declared as JSON (415), a body over
+``Settings.max_body_bytes`` (413), a base64 body that is not base64 of UTF-8 text (400). It must run before
+Powertools parses the body, and a resolver middleware cannot: Powertools (3.x) builds each route's stack with its
+OpenAPI request validation first, then the resolver's ``app.use(...)`` middlewares, then the route's own
+(``Route._build_middleware_stack``), and the validation reads and parses the body. So the precheck is a Powertools
+*handler* middleware (:func:`prechecked`, made with ``lambda_handler_decorator``), which runs before ``app.resolve``
+and answers a refusal itself.
 
 **The answers.** :class:`HttpApi` is what each route does (the function only declares the routes): it calls the
 service, prints the capture lines of a prediction, and answers every error as ``{"error": {"code", "message"}}``
-with the status and code the error carries (:func:`ferry.runtime.api.status_of`).
+with the status and code the error carries (:func:`ferry.runtime.api.status_of`). The feedback function declares
+its route on the same class (:meth:`HttpApi.feedback`), so that both functions answer alike.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ from ferry.runtime.api import (
     validation_error,
 )
 from ferry.runtime.capture import print_capture_lines
-from ferry.runtime.constants import TASK_ENDPOINTS
+from ferry.runtime.constants import FEEDBACK_PATH, TASK_ENDPOINTS
 from ferry.runtime.exceptions import (
     FerryRuntimeError,
+    ForbiddenError,
     InvalidBodyError,
     PayloadTooLargeError,
     QuotaExceededError,
     UnsupportedMediaTypeError,
 )
-from ferry.runtime.keys import seconds_to_next_utc_day
+from ferry.runtime.feedback import FeedbackService
+from ferry.runtime.keys import SCOPE_FEEDBACK, SCOPE_PREDICT, allowed, scopes_of, seconds_to_next_utc_day
 from ferry.runtime.service import Answer, PredictionService
 from ferry.runtime.settings import Settings
 from ferry.runtime.telemetry import Log, MetricSink, add_count
@@ -69,14 +73,16 @@ def key_id_of(event: Mapping[str, Any]) -> str | None:
 # -- the precheck ------------------------------------------------------------------------------------------------
 
 def precheck(event: Mapping[str, Any], max_body_bytes: int, *, now: float | None = None) -> Mapping[str, Any]:
-    """The event to resolve, or the error that refuses it before parsing: an API key over its quota, a wrong
-    content type, an oversized body, a base64 body that is not base64 of UTF-8 text.
+    """The event to resolve, or the error that refuses it before parsing: an API key without the route's scope,
+    an API key over its quota, a wrong content type, an oversized body, a base64 body that is not base64 of
+    UTF-8 text.
 
     A base64 body is decoded to text once, here, so Powertools does not decode it again (and cannot fail to).
     The size counts the bytes of the body (decoded, for base64), never characters. Only POSTs are checked."""
     http = (event.get("requestContext") or {}).get("http") or {}
     if http.get("method") != "POST":
         return event
+    _check_scope(event)
     _check_quota(event, time.time() if now is None else now)
     headers = {str(key).lower(): value for key, value in (event.get("headers") or {}).items()}
     content_type = headers.get("content-type", "")
@@ -102,6 +108,23 @@ def precheck(event: Mapping[str, Any], max_body_bytes: int, *, now: float | None
 def _check_size(size: int, max_body_bytes: int) -> None:
     if size > max_body_bytes:
         raise PayloadTooLargeError(f"the body has {size} bytes; at most {max_body_bytes} are accepted")
+
+
+def _check_scope(event: Mapping[str, Any]) -> None:
+    """403 for a route the request's API key has no scope for: predictions need "predict", labels "feedback"
+    (:func:`ferry.runtime.keys.allowed`; without an authorizer, everything is allowed)."""
+    path = str(event.get("rawPath") or "").rstrip("/")
+    if path.endswith(FEEDBACK_PATH):
+        scope, doing = SCOPE_FEEDBACK, "give feedback"
+    elif path.endswith(tuple(TASK_ENDPOINTS.values())):
+        scope, doing = SCOPE_PREDICT, "predict"
+    else:
+        return
+    context = authorizer_context(event)
+    if not allowed(context, scope):
+        held = ", ".join(scopes_of(context.get("scopes"))) or "none"
+        raise ForbiddenError(f"this API key may not {doing}: it lacks the {scope!r} scope (its scopes: {held}); "
+                             f"use a key created with the {scope!r} scope")
 
 
 def _check_quota(event: Mapping[str, Any], now: float) -> None:
@@ -166,6 +189,31 @@ class HttpApi:
         answer = self.service().predict(model, request.inputs, request.options(), task=task,
                                         key_id=key_id_of(self.app.current_event.raw_event))
         return self._answer(answer)
+
+    def feedback(self, receiver: FeedbackService) -> Response[str]:
+        """POST /v1/feedback: the body (any JSON: one label or a list, checked label by label by `receiver`)
+        recorded with the request's API key; the labels counted by model and outcome in one EMF line per model
+        (:meth:`ferry.runtime.feedback.Tally.emf_lines`), a single label's refusal also as an error by code. An
+        error of the whole request (a list too long, a body neither an object nor a list) is raised to the error
+        handlers, which answer it in the API's shape and count it.
+
+        The route declares no body parameter: Powertools' validation would hand a handler whose body is of any
+        type the first item of a list body. The body is parsed here with the resolver's deserializer
+        (:func:`ferry.runtime.api.parse_json_body`), JSON errors worded as the validation words them."""
+        try:
+            body = self.app.current_event.json_body
+        except json.JSONDecodeError as exc:
+            refusal = validation_error([{"type": "json_invalid", "loc": ("body", exc.pos), "ctx": {"error": exc.msg}}],
+                                       self.models.predict)
+            return self.error(refusal.status, refusal.code, refusal.message)
+        context = self.app.lambda_context
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        answer = receiver.respond(body, key_id=key_id_of(self.app.current_event.raw_event),
+                                  remaining_ms=remaining() if callable(remaining) else None)
+        answer.tally.print_emf(self.settings.metrics_namespace)
+        if answer.error_code is not None:
+            self.count_error(answer.error_code)
+        return self.json(answer.status, answer.body)
 
     def list_models(self) -> Response[str]:
         return self.json(200, {"models": self.service().models()})

@@ -16,6 +16,14 @@ Gateway caches the authorizer's answer per key for ``ReauthorizeEvery`` (300 s i
 reach the usage table after the log subscription's delivery delay (seconds), so a client can go over its quota
 by what it sends within one cache period plus that delay. It bounds copying a model by querying it at volume
 to about a day's quota, not to the prediction. Revoking a key takes effect within the same cache period.
+
+**Scopes.** A key may predict, give feedback (labels that the next model may be trained on), or both: its
+``scopes`` attribute (a string set, or a list) holds some of :data:`SCOPES`; a key stored without it, as every key
+was before scopes, has :data:`DEFAULT_SCOPES` (predict only), and so has a new key unless it is given others. The
+authorizer passes them on in its context as one string, ``"scopes": "predict,feedback"`` (a Lambda authorizer's
+context holds scalars only), and the functions refuse a route whose scope the key lacks (403,
+:func:`ferry.runtime.http.precheck`). Without an authorizer context (no API keys: JWT or IAM auth, or none) every
+route is allowed: the gateway's own authorization is the gate.
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _KEY_WITH_ID_RE = re.compile(r"^fry_([0-9a-f]{16})_(.{16,})$")
 SECONDS_PER_DAY = 86_400
 USAGE_TTL_DAYS = 7  # a usage item expires this many days after the UTC day it counts
+SCOPE_PREDICT = "predict"  # POST /v1/models/{model}/predict and /embed
+SCOPE_FEEDBACK = "feedback"  # POST /v1/feedback
+SCOPES = (SCOPE_PREDICT, SCOPE_FEEDBACK)  # in the order they are listed everywhere
+DEFAULT_SCOPES = (SCOPE_PREDICT,)  # a key stored without scopes, and a new key not given any
 
 
 def legacy_key_id(key: str) -> str:
@@ -67,19 +79,43 @@ def new_key() -> str:
     return f"{KEY_PREFIX}{secrets.token_hex(KEY_ID_HEX_DIGITS // 2)}_{secrets.token_urlsafe(32)}"
 
 
-def store_key(table: Any, key: str, name: str, quota: int | None = None) -> str:
-    """Keep the salted hash of `key` (never the key) and its daily quota (None: the stack's); returns its id.
-    A key already stored is an error."""
+def scopes_of(value: Any) -> tuple[str, ...]:
+    """A key's scopes, in :data:`SCOPES` order, from what stores or carries them: the keys table's attribute (a
+    string set or a list; absent: :data:`DEFAULT_SCOPES`) or the authorizer context's ``"predict,feedback"``.
+    A scope this version does not know is dropped: it grants nothing here."""
+    if value is None:
+        return DEFAULT_SCOPES
+    given = {part.strip() for part in value.split(",")} if isinstance(value, str) else {str(part) for part in value}
+    return tuple(scope for scope in SCOPES if scope in given)
+
+
+def checked_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes to store for a key, in :data:`SCOPES` order: at least one, each one of :data:`SCOPES`."""
+    wanted = list(scopes)
+    unknown = sorted(set(wanted) - set(SCOPES))
+    if unknown:
+        raise ApiKeyError(f"unknown scope {', '.join(map(repr, unknown))}; a key's scopes are among "
+                          f"{', '.join(SCOPES)}")
+    if not wanted:
+        raise ApiKeyError(f"a key needs at least one scope of {', '.join(SCOPES)}")
+    return tuple(scope for scope in SCOPES if scope in wanted)
+
+
+def store_key(table: Any, key: str, name: str, quota: int | None = None,
+              scopes: Iterable[str] = DEFAULT_SCOPES) -> str:
+    """Keep the salted hash of `key` (never the key), its daily quota (None: the stack's) and its scopes (a
+    string set); returns its id. A key already stored is an error."""
     from botocore.exceptions import ClientError
 
     if len(key) < MIN_KEY_LENGTH:
         raise ApiKeyError(f"an API key needs at least {MIN_KEY_LENGTH} characters")
     if quota is not None and quota < 0:
         raise ApiKeyError(f"a daily quota is 0 (none) or more, not {quota}")
+    granted = checked_scopes(scopes)
     salt = secrets.token_hex(16)
     identifier = key_id(key)
     item: dict[str, Any] = {"key_id": identifier, "salt": salt, "hash": _digest(salt, key), "name": name,
-                            "created_at": int(time.time()), "revoked": False}
+                            "created_at": int(time.time()), "revoked": False, "scopes": set(granted)}
     if quota is not None:
         item["quota"] = quota
     try:
@@ -161,13 +197,15 @@ def authorize(keys_table: Any, usage_table: Any | None, key: str | None, default
               now: float | None = None) -> dict[str, Any]:
     """The Lambda authorizer's simple response for a bearer key.
 
-    A refused key: ``{"isAuthorized": false}``. A valid one: its id and whether it has used up today's quota,
-    with the seconds until the quota renews when it has. The usage item is read only when a quota applies."""
+    A refused key: ``{"isAuthorized": false}``. A valid one: its id, its scopes (``"predict,feedback"``) and
+    whether it has used up today's quota, with the seconds until the quota renews when it has. The usage item is
+    read only when a quota applies."""
     item = find_key(keys_table, key) if key else None
     if item is None:
         return {"isAuthorized": False}
     identifier = str(item["key_id"])
-    context: dict[str, Any] = {"key_id": identifier, "quota_exceeded": False}
+    context: dict[str, Any] = {"key_id": identifier, "scopes": ",".join(scopes_of(item.get("scopes"))),
+                               "quota_exceeded": False}
     quota = quota_of(item, default_quota)
     if quota > 0 and usage_table is not None:
         now = time.time() if now is None else now
@@ -202,6 +240,7 @@ class KeyInfo:
     revoked: bool
     quota: int | None  # None: the stack's daily quota
     used_today: int | None = None  # None: the usage table was not read
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
     @property
     def created_utc(self) -> str:
@@ -209,12 +248,12 @@ class KeyInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "name": self.name, "created": self.created_utc, "revoked": self.revoked,
-                "daily_quota": self.quota, "used_today": self.used_today}
+                "scopes": list(self.scopes), "daily_quota": self.quota, "used_today": self.used_today}
 
 
 def list_keys(keys_table: Any) -> list[KeyInfo]:
     """Every stored key (a paginated scan of the keys table), oldest first."""
-    projection = {"ProjectionExpression": "key_id, #n, created_at, revoked, quota",
+    projection = {"ProjectionExpression": "key_id, #n, created_at, revoked, quota, scopes",
                   "ExpressionAttributeNames": {"#n": "name"}}
     found = []
     page = keys_table.scan(**projection)
@@ -222,7 +261,8 @@ def list_keys(keys_table: Any) -> list[KeyInfo]:
         for item in page.get("Items", []):
             quota = item.get("quota")
             found.append(KeyInfo(str(item["key_id"]), str(item.get("name", "")), int(item.get("created_at", 0)),
-                                 bool(item.get("revoked")), None if quota is None else int(quota)))
+                                 bool(item.get("revoked")), None if quota is None else int(quota),
+                                 scopes=scopes_of(item.get("scopes"))))
         if "LastEvaluatedKey" not in page:
             break
         page = keys_table.scan(ExclusiveStartKey=page["LastEvaluatedKey"], **projection)
@@ -264,3 +304,16 @@ def revoke_key(table: Any, identifier: str) -> bool:
             raise ApiKeyError(f"no key {identifier}") from None
         raise
     return not answer.get("Attributes", {}).get("revoked", False)
+
+
+# --- scopes at request time -------------------------------------------------------------------------------------
+
+
+def allowed(authorizer_context: Mapping[str, Any], scope: str) -> bool:
+    """Whether a request may use a route that needs `scope`, by what the Lambda authorizer said of its key: any
+    route when no authorizer ran (an empty context: JWT or IAM auth, or none); else the key's scopes, those of
+    a key stored without any (predict only) when the context carries none (an authorizer deployed before
+    scopes)."""
+    if not authorizer_context:
+        return True
+    return scope in scopes_of(authorizer_context.get("scopes"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 from ferry.runtime.constants import FEATURE_EXTRACTION, TASK_ENDPOINTS, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
 from ferry.runtime.exceptions import FerryRuntimeError, NoModelsError
 from ferry.runtime.exceptions import PayloadTooLargeError as PayloadTooLargeError  # importable from here as before
+from ferry.runtime.ids import PredictionIds
 from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
 from ferry.runtime.predictor import Batch, Predictor
 from ferry.runtime.settings import Settings
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL_API = "api"  # a capture record's "channel": the prediction was asked through the HTTP API
 CHANNEL_BATCH = "batch"  # ... or made by the batch function for a file in S3
+CAPTURE_DECIMALS = 6  # a capture record's score and confidence
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,13 @@ class Answer:
 
 @dataclass(frozen=True)
 class _Outputs:
-    """What a task's model call gives back: the payload, and per text its best label and score (classifiers)."""
+    """What a task's model call gives back: the payload, and per text its best label and score, and the
+    confidence in that label (classifiers; None for an embedder)."""
 
     batch: Batch
     payload: Any
     best: Sequence[tuple[str | None, float | None]]
+    confidence: Sequence[float | None]
 
 
 class ModelStore:
@@ -149,6 +152,7 @@ class PredictionService:
         self.settings = settings
         self.store = store or ModelStore(settings)
         self._secret = settings.stack_secret.encode("utf-8") if settings.stack_secret else None
+        self.ids = PredictionIds(self._secret)  # ferry.runtime.ids: verifiable by the feedback function
         self._tasks: dict[str, Callable[[Predictor, list[str], Options], _Outputs]] = {
             TEXT_CLASSIFICATION: self._classify, FEATURE_EXTRACTION: self._embed}
 
@@ -170,9 +174,10 @@ class PredictionService:
         first, or vectors. `task`, when given, is the task the caller asks for (an endpoint's): a model of
         another task is an error naming the endpoint to use.
 
-        `key_id` names the API key that asked; `prediction_ids` (one per text) replace the random ones (the
-        batch function derives them from the file, so that a rerun captures nothing twice); `channel` is
-        recorded in each capture record."""
+        `key_id` names the API key that asked; `prediction_ids` (one per text) replace the ones issued here with
+        random nonces (the batch function issues them from nonces derived from the file, so that a rerun
+        captures nothing twice: :meth:`ferry.runtime.batch.BatchObject.prediction_id`); `channel` is recorded in
+        each capture record."""
         texts = self.check_inputs(inputs)
         predictor = self.store.get(model)
         if task is not None:
@@ -200,15 +205,27 @@ class PredictionService:
 
     def _classify(self, predictor: Predictor, texts: list[str], options: Options) -> _Outputs:
         """Labels with scores, best first; with output_mode "top" only the best label, its score rounded to
-        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score)."""
+        TOP_SCORE_DECIMALS, whatever top_k asks (captures keep the exact score).
+
+        The confidence captured is the best label's probability under the model's own function (softmax, or
+        sigmoid for a multi-label or single-output model), whatever `function_to_apply` the client chose: with
+        "none" a score is a logit, with the other function a number on another scale, and the monitor compares
+        confidences with the build's reference. The three functions rank a row's labels alike, so the label is
+        the same; the second ranking is made only when the client's function is not the model's."""
         top_only = self.settings.output_mode == "top"
         batch = predictor.encode(texts)
-        ranked = predictor.ranked(predictor.forward(batch), function_to_apply=options.function_to_apply,
+        logits = predictor.forward(batch)
+        ranked = predictor.ranked(logits, function_to_apply=options.function_to_apply,
                                   top_k=1 if top_only else options.top_k)
         best = [(row[0]["label"], row[0]["score"]) for row in ranked]  # best first, whatever top_k
+        default = predictor.default_function()
+        if (options.function_to_apply or default) == default:
+            confidence: list[float | None] = [score for _, score in best]
+        else:
+            confidence = [row[0]["score"] for row in predictor.ranked(logits, function_to_apply=default, top_k=1)]
         payload = ([[{"label": label, "score": round(score, TOP_SCORE_DECIMALS)}] for label, score in best]
                    if top_only else ranked)
-        return _Outputs(batch, payload, best)
+        return _Outputs(batch, payload, best, confidence)
 
     def _embed(self, predictor: Predictor, texts: list[str], options: Options) -> _Outputs:
         """Vectors, normalized as `options` or else the model says."""
@@ -218,15 +235,15 @@ class PredictionService:
             raise PayloadTooLargeError(too_many_tokens(f"inputs[{index}]", batch.token_lengths[index],
                                                        predictor.manifest.max_length))
         vectors = predictor.normalized(predictor.forward(batch), options.normalize)
-        return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts))
+        return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts), [None] * len(texts))
 
     def _answer(self, predictor: Predictor, texts: list[str], outputs: _Outputs, latency_ms: float,
                 key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
                 channel: str = CHANNEL_API) -> Answer:
         now = datetime.now(UTC)
         if prediction_ids is None:
-            # 128 random bits as 32 hex digits: uuid4().hex without the version bits, at a fifth of the cost
-            ids = [os.urandom(16).hex() for _ in texts]
+            issue, name, version = self.ids.issue, predictor.name, predictor.version
+            ids = [issue(name, version) for _ in texts]
         elif len(prediction_ids) == len(texts):
             ids = list(prediction_ids)
         else:
@@ -237,10 +254,10 @@ class PredictionService:
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
                 label=label, score=score, latency_ms=latency_ms, batch_size=len(texts), token_length=length,
                 truncated=cut, text=text, keep_text=self.settings.capture_text, secret=self._secret, key_id=key_id,
-                channel=channel,
+                channel=channel, confidence=confidence,
             )
-            for prediction_id, text, length, cut, (label, score) in zip(
-                ids, texts, batch.token_lengths, batch.truncated, outputs.best, strict=True)
+            for prediction_id, text, length, cut, (label, score), confidence in zip(
+                ids, texts, batch.token_lengths, batch.truncated, outputs.best, outputs.confidence, strict=True)
         ]
         return Answer(payload=outputs.payload, prediction_ids=ids, captures=captures, model=predictor.name,
                       version=predictor.version, latency_ms=latency_ms, task=predictor.task)
@@ -275,13 +292,17 @@ def capture_record(
     *, prediction_id: str, model: str, version: str, time: datetime, label: str | None, score: float | None,
     latency_ms: float, batch_size: int, token_length: int, truncated: bool, text: str, keep_text: bool,
     secret: bytes | None = None, key_id: str | None = None, channel: str = CHANNEL_API,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
     """One prediction as the capture function stores it: never the text itself unless configured.
 
     ``text_hmac`` is HMAC-SHA256 of the text under the stack's secret: it tells equal texts apart from different
     ones without letting anyone who reads the captures confirm a guessed text (an unsalted hash of a short text
     would). No secret, no field: never an unkeyed hash. ``key_id`` names the API key that asked, if any;
-    ``channel`` says how the prediction was asked (:data:`CHANNEL_API`, :data:`CHANNEL_BATCH`).
+    ``channel`` says how the prediction was asked (:data:`CHANNEL_API`, :data:`CHANNEL_BATCH`). A classifier's
+    record has its best ``label``, that label's ``score`` as the client got it (under its ``function_to_apply``)
+    and its ``confidence``: the label's probability under the model's own function, which the monitor reads
+    (:meth:`PredictionService._classify`); both to CAPTURE_DECIMALS.
     """
     record: dict[str, Any] = {
         "prediction_id": prediction_id,
@@ -301,7 +322,9 @@ def capture_record(
         record["key_id"] = key_id
     if label is not None:
         record["label"] = label
-        record["score"] = round(float(score or 0.0), 6)
+        record["score"] = round(float(score or 0.0), CAPTURE_DECIMALS)
+        if confidence is not None:
+            record["confidence"] = round(float(confidence), CAPTURE_DECIMALS)
     if keep_text:
         record["text"] = text
     return record

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ferry.runtime.constants import (
     DEFAULT_BATCH_CHUNK_BYTES,
@@ -20,18 +21,25 @@ from ferry.runtime.constants import (
     DEFAULT_MAX_INPUT_CHARS,
     DEFAULT_MAX_INPUTS,
     DEFAULT_MODELS_DIR,
+    DEFAULT_MONITOR_SETTLE_SECONDS,
+    DEFAULT_MONITOR_WINDOW_MINUTES,
     ENV_BATCH_CHUNK_BYTES,
     ENV_BATCH_STATE_MACHINE,
     ENV_CAPTURE_TABLE,
     ENV_CAPTURE_TEXT,
     ENV_CAPTURE_TTL_DAYS,
     ENV_DAILY_QUOTA,
+    ENV_EVENT_BUS,
+    ENV_FEEDBACK_TABLE,
     ENV_KEYS_TABLE,
     ENV_MAX_BODY_BYTES,
     ENV_MAX_INPUT_CHARS,
     ENV_MAX_INPUTS,
     ENV_METRICS_NAMESPACE,
     ENV_MODELS_DIR,
+    ENV_MONITOR_SETTLE_SECONDS,
+    ENV_MONITOR_TABLE,
+    ENV_MONITOR_WINDOW_MINUTES,
     ENV_ORT_THREADS,
     ENV_OUTPUT_MODE,
     ENV_PRELOAD,
@@ -42,6 +50,9 @@ from ferry.runtime.constants import (
 )
 from ferry.runtime.exceptions import SettingsError as SettingsError  # importable from here as before
 from ferry.runtime.manifest import is_valid_name, models_search_path
+
+if TYPE_CHECKING:
+    from ferry.runtime.monitor import MonitorConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -111,7 +122,7 @@ class Settings:
     ort_threads: int = 0
     capture_text: bool = False
     capture_table: str | None = None
-    capture_ttl_days: int = DEFAULT_CAPTURE_TTL_DAYS
+    capture_ttl_days: int = DEFAULT_CAPTURE_TTL_DAYS  # captures' and feedback's time to live
     preload: tuple[str, ...] = ()
     output_mode: str = "full"
     stack_secret: str | None = None
@@ -120,6 +131,11 @@ class Settings:
     daily_quota: int = DEFAULT_DAILY_QUOTA
     batch_chunk_bytes: int = DEFAULT_BATCH_CHUNK_BYTES
     batch_state_machine: str | None = None
+    feedback_table: str | None = None
+    monitor_table: str | None = None
+    event_bus: str | None = None
+    monitor_window_minutes: int = DEFAULT_MONITOR_WINDOW_MINUTES
+    monitor_settle_seconds: int = DEFAULT_MONITOR_SETTLE_SECONDS
     metrics_namespace: str = METRICS_NAMESPACE
 
     @classmethod
@@ -142,6 +158,11 @@ class Settings:
             daily_quota=_int(env, ENV_DAILY_QUOTA, DEFAULT_DAILY_QUOTA, 0),
             batch_chunk_bytes=_int(env, ENV_BATCH_CHUNK_BYTES, DEFAULT_BATCH_CHUNK_BYTES, 1),
             batch_state_machine=env.get(ENV_BATCH_STATE_MACHINE) or None,
+            feedback_table=env.get(ENV_FEEDBACK_TABLE) or None,
+            monitor_table=env.get(ENV_MONITOR_TABLE) or None,
+            event_bus=env.get(ENV_EVENT_BUS) or None,
+            monitor_window_minutes=_int(env, ENV_MONITOR_WINDOW_MINUTES, DEFAULT_MONITOR_WINDOW_MINUTES, 1),
+            monitor_settle_seconds=_int(env, ENV_MONITOR_SETTLE_SECONDS, DEFAULT_MONITOR_SETTLE_SECONDS, 0),
             metrics_namespace=env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE,
         )
 
@@ -154,6 +175,12 @@ class Settings:
         env = os.environ if env is None else env
         return cls(models_path=tuple(Path(path) for path in models_path), max_inputs=NO_LIMIT,
                    max_input_chars=NO_LIMIT, ort_threads=_int(env, ENV_ORT_THREADS, 0, 0))
+
+    def monitor_config(self) -> MonitorConfig:
+        """How the monitor reads: its window and settle time from here, its tests' defaults from ferry.runtime.stats."""
+        from ferry.runtime.monitor import MonitorConfig
+
+        return MonitorConfig(window_minutes=self.monitor_window_minutes, settle_seconds=self.monitor_settle_seconds)
 
     def required(self, name: str) -> str:
         """The value of the setting `name` (``keys_table``, ``capture_table``...), which this function cannot
@@ -169,5 +196,7 @@ _ENV_OF = {
     "keys_table": ENV_KEYS_TABLE,
     "usage_table": ENV_USAGE_TABLE,
     "stack_secret": ENV_STACK_SECRET,
+    "monitor_table": ENV_MONITOR_TABLE,
     "batch_state_machine": ENV_BATCH_STATE_MACHINE,
+    "feedback_table": ENV_FEEDBACK_TABLE,
 }
