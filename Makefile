@@ -50,8 +50,10 @@ $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py: $(STAMP) layers/runtime/requ
 	VENV_PYTHON=$(PY) layers/runtime/build.sh $(ARCH) $(RUNTIME_LAYER)
 
 # Order-only on the install: editing pyproject.toml must not retrain or rebuild models (make clean does).
-$(MINILM): | $(STAMP) runtime-layer
+# Its reference for the monitor (token lengths, vector norms) is real text: the tweets' validation split.
+$(MINILM): | $(STAMP) runtime-layer $(SENTIMENT_MODEL)/config.json
 	$(FERRY) build --model sentence-transformers/all-MiniLM-L6-v2 --task feature-extraction --name minilm \
+		--reference-data $(SENTIMENT_MODEL)/predictions/validation.jsonl \
 		--arch $(ARCH) --out $(LAYERS) --runtime-layer $(RUNTIME_LAYER)
 
 # The default classifier: MiniLM fine-tuned on the bundled tweets once, then reused.

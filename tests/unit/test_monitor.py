@@ -301,3 +301,34 @@ def test_the_emf_document_publishes_by_model_and_version_and_counts_firings(worl
     assert directive["Dimensions"] == [["model", "version"], ["model"]]
     assert document["AccuracyDropDetected"] >= 1 and document["DriftDetected"] >= 1 and document["Degraded"] == 1
     assert {"Accuracy", "EstimatedAccuracy", "ConfidencePSI", "LatencyP95"} <= set(document)
+
+
+def test_an_embedder_is_watched_by_its_token_lengths_and_its_vectors_norms(world: World) -> None:
+    rng = np.random.default_rng(11)
+    lengths, norms = rng.integers(5, 60, 600), rng.normal(6.0, 0.4, 600)
+    sample = ReferenceSample(source="tweets", token_length=tuple(int(v) for v in lengths[:400]),
+                             norm=tuple(round(float(v), 6) for v in norms[:400]))
+    embedder = Manifest(name="minilm", version="cccccccccccc", task="feature-extraction", max_length=128,
+                        files={"model.onnx": FileEntry(SHA, 1), "tokenizer.json": FileEntry(SHA, 1)},
+                        reference=ReferenceDistributions(token_length=Bins((0.0, 1.0), (1,), 1), sample=sample))
+
+    def embed(norm_values: np.ndarray, length_values: np.ndarray) -> None:
+        with world.captures.batch_writer() as writer:
+            for index, (norm, length) in enumerate(zip(norm_values, length_values, strict=True)):
+                if index % 8 == 0:
+                    world.clock.ms += 1
+                writer.put_item(Item={"prediction_id": f"e{world.clock.ms}-{index}", "model": "minilm",
+                                      "version": embedder.version, "model_version": f"minilm#{embedder.version}",
+                                      "epoch_ms": world.clock.ms, "norm": Decimal(str(round(float(norm), 6))),
+                                      "token_length": int(length), "latency_ms": Decimal("3"), "batch_size": 8})
+        world.clock.ms += 1
+
+    monitor = Monitor({"minilm": embedder}, world.sources(), MonitorConfig(settle_seconds=0), clock=world.clock)
+    embed(norms[400:], lengths[400:])  # 200 more from the reference's distribution...
+    embed(rng.normal(6.0, 0.4, 104), rng.integers(5, 60, 104))  # ...and 104: a window of 304
+    [healthy] = monitor.run()
+    assert {t["test"] for t in healthy.tests} == {"token_length_psi", "norm_psi"}
+    assert healthy.firings == [] and healthy.labelled == {} and healthy.estimated == {}
+    embed(rng.normal(7.5, 0.4, 304), rng.integers(5, 60, 304))  # the vectors grew: another kind of text
+    [shifted] = monitor.run()
+    assert [f.test for f in shifted.firings] == ["norm_psi"] and shifted.event_sent == DEGRADED

@@ -286,7 +286,9 @@ def _reference_sample(predictor: Predictor, config: BuildConfig, eval_set: EvalS
         outputs = np.concatenate([predictor.forward(batch) for batch in batches], axis=0)
     lengths = tuple(length for batch in batches for length in batch.token_lengths)
     if predictor.task != TEXT_CLASSIFICATION:
-        return ReferenceSample(source=source, token_length=lengths)
+        norms = np.linalg.norm(outputs, axis=-1)  # the pooled vectors, before any normalizing: as captured
+        return ReferenceSample(source=source, token_length=lengths,
+                               norm=tuple(round(float(value), 6) for value in norms))
     probabilities = predictor.scores(outputs)  # the model's default function: what captures record as confidence
     predicted = probabilities.argmax(axis=-1)
     correct = None

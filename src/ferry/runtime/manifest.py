@@ -242,7 +242,8 @@ class ReferenceSample:
     Per row: ``confidence`` (the top label's probability under the model's default function), ``predicted`` (the
     top label's index in the manifest's labels), ``token_length`` (before truncation) and, when the split was
     labelled, ``correct`` (1 or 0). ``accuracy`` is the share correct; ``source`` names the split's file. An
-    embedder's sample has token lengths only. Kept to a few thousand rows (`ferry build` samples larger splits).
+    embedder's sample has token lengths and ``norm`` (each pooled vector's length before normalizing). Kept to a
+    few thousand rows (`ferry build` samples larger splits).
     """
 
     source: str
@@ -251,6 +252,7 @@ class ReferenceSample:
     predicted: tuple[int, ...] = ()
     correct: tuple[int, ...] | None = None
     accuracy: float | None = None
+    norm: tuple[float, ...] = ()  # an embedder's: each pooled vector's length before normalizing
     unknown: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -261,7 +263,7 @@ class ReferenceSample:
     def from_dict(cls, data: Any, source: str, where: str = "reference.sample") -> ReferenceSample:
         fields = _fields(data, source, where)
         fields.require("source", "token_length")
-        present = {name: fields.raw(name) is not None for name in ("confidence", "predicted", "correct")}
+        present = {name: fields.raw(name) is not None for name in ("confidence", "predicted", "correct", "norm")}
         rows_written = fields.integer("n")  # read before unknown(): written by to_dict, not a newer writer's key
         sample = cls(
             source=fields.required_text("source"),
@@ -270,12 +272,13 @@ class ReferenceSample:
             predicted=fields.counts("predicted") if present["predicted"] else (),
             correct=fields.counts("correct") if present["correct"] else None,
             accuracy=fields.number("accuracy"),
+            norm=fields.numbers("norm") if present["norm"] else (),
             unknown=fields.unknown(),
         )
         rows = sample.n
         if rows_written not in (None, rows):
             raise fields.error("n", f"the number of rows ({rows})")
-        for name in ("confidence", "predicted", "correct"):
+        for name in ("confidence", "predicted", "correct", "norm"):
             values = getattr(sample, name)
             if values and len(values) != rows:
                 raise fields.fail(f"{name} has {len(values)} values for {rows} rows (token lengths); one per row")
@@ -291,6 +294,8 @@ class ReferenceSample:
             data["predicted"] = list(self.predicted)
         if self.correct is not None:
             data["correct"] = list(self.correct)
+        if self.norm:
+            data["norm"] = list(self.norm)
         return {**data, **{key: value for key, value in self.unknown.items() if key not in data}}
 
 

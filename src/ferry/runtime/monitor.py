@@ -32,6 +32,7 @@ open an episode.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -270,6 +271,26 @@ def reference_accuracy(manifest: Manifest) -> tuple[float, int] | None:
     return None
 
 
+NORM_PSI = "norm_psi"  # an embedder's test: PSI of the vectors' norms
+
+
+@functools.lru_cache(maxsize=64)
+def _norm_bins(model: str, version: str, window: int, alpha: float, norms: bytes
+               ) -> tuple[tuple[float, ...], tuple[int, ...], float]:
+    reference = np.frombuffer(norms, dtype=float)
+    edges = stats.quantile_edges(reference)
+    threshold = stats.null_threshold(reference, window, stats.psi_statistic(), alpha)
+    return edges, tuple(int(count) for count in stats.open_bin_counts(reference, edges)), threshold
+
+
+def _norm_reference(model: str, version: str, norms: np.ndarray, window: int,
+                    alpha: float) -> tuple[tuple[float, ...], np.ndarray, float]:
+    """The reference norms' bins and the PSI threshold of a window of `window` rows: computed once per model
+    version in a warm container."""
+    edges, counts, threshold = _norm_bins(model, version, window, alpha, norms.tobytes())
+    return edges, np.asarray(counts), threshold
+
+
 _NO_REFERENCE = "no reference sample in the manifest (built before the monitor): no drift tests"
 
 
@@ -384,7 +405,7 @@ class Monitor:
             self._unlabelled(manifest, reference, recent, fresh, state, health)
             self._labelled(manifest, recent, state, health, now_ms, settled, window_start)
         elif fresh:
-            self._embedding_drift(reference, fresh, state, health)
+            self._embedding_drift(manifest, reference, fresh, state, health)
         self._episode(manifest, state, health, now_ms)
         if self._save(state, health, now_ms):
             self._deliver(state, health, now_ms)
@@ -424,20 +445,33 @@ class Monitor:
                 health.notes.append(f"a window of {len(window)} captures had {rows.rows} with a confidence: untested")
             state["rows_cursor"] = int(window[-1]["epoch_ms"])
 
-    def _embedding_drift(self, reference: stats.ReferenceSample | None, fresh: Sequence[Mapping[str, Any]],
-                         state: dict[str, Any], health: ModelHealth) -> None:
+    def _embedding_drift(self, manifest: Manifest, reference: stats.ReferenceSample | None,
+                         fresh: Sequence[Mapping[str, Any]], state: dict[str, Any], health: ModelHealth) -> None:
+        """An embedder has no labels and no confidence: drift of its inputs' token lengths and of its vectors'
+        norms (before normalizing), each window against the reference sample's."""
         if reference is None or reference.rows < stats.MIN_REFERENCE_ROWS:
             health.notes.append(_NO_REFERENCE if reference is None else _small_reference(reference.rows))
             return
-        for window in complete_windows(fresh, self.config.drift_window):
-            lengths = [int(c.get("token_length") or 0) for c in window[:self.config.drift_window]]
+        sample = manifest.reference.sample if manifest.reference else None
+        norms = np.asarray(sample.norm if sample else (), dtype=float)
+        size = self.config.drift_window
+        for window in complete_windows(fresh, size):
+            tested = window[:size]
+            lengths = [int(c.get("token_length") or 0) for c in tested]
             rows = stats.WindowRows(confidence=np.zeros(0), predicted=np.zeros(0, dtype=int),
                                     token_length=np.asarray(lengths))
             for test in stats.drift_tests(reference, rows, self.config.drift_alpha):
-                if test.name == "token_length_psi":
-                    self._record(health, test.name, test.statistic, test.threshold, test.fired, window,
-                                 {"alpha": test.alpha, "direction": "above"})
-                    health.drift[test.name] = round(test.statistic, 4)
+                self._record(health, test.name, test.statistic, test.threshold, test.fired, window,
+                             {"alpha": test.alpha, "direction": "above"})
+                health.drift[test.name] = round(test.statistic, 4)
+            live = np.asarray([float(c["norm"]) for c in tested if c.get("norm") is not None])
+            if norms.size >= stats.MIN_REFERENCE_ROWS and live.size >= stats.MIN_DRIFT_ROWS:
+                edges, counts, threshold = _norm_reference(manifest.name, manifest.version, norms, live.size,
+                                                           self.config.drift_alpha)
+                value = stats.psi(counts, stats.open_bin_counts(live, edges))
+                self._record(health, NORM_PSI, value, threshold, value > threshold, window,
+                             {"alpha": self.config.drift_alpha, "direction": "above"})
+                health.drift[NORM_PSI] = round(value, 4)
             state["rows_cursor"] = int(window[-1]["epoch_ms"])
 
     def _labelled(self, manifest: Manifest, recent: Sequence[Mapping[str, Any]], state: dict[str, Any],
@@ -678,13 +712,14 @@ METRICS = {  # metric name -> (unit, where in ModelHealth.to_dict())
     "ConfidencePSI": ("None", ("drift", "confidence_psi")),
     "TokenLengthPSI": ("None", ("drift", "token_length_psi")),
     "LabelMixJS": ("None", ("drift", "label_mix_js")),
+    "NormPSI": ("None", ("drift", "norm_psi")),
     "LatencyP50": ("Milliseconds", ("latency", "p50_ms")),
     "LatencyP95": ("Milliseconds", ("latency", "p95_ms")),
     "LatencyP99": ("Milliseconds", ("latency", "p99_ms")),
 }
 TEST_METRICS = {"accuracy": "AccuracyDropDetected", "confidence_psi": "DriftDetected",
                 "token_length_psi": "DriftDetected", "label_mix_js": "DriftDetected",
-                "estimated_accuracy": "EstimatedAccuracyDropDetected"}
+                "estimated_accuracy": "EstimatedAccuracyDropDetected", NORM_PSI: "DriftDetected"}
 
 
 def emf_documents(results: Iterable[ModelHealth], namespace: str = METRICS_NAMESPACE) -> Iterator[dict[str, Any]]:

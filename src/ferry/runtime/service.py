@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ferry.runtime.constants import FEATURE_EXTRACTION, TASK_ENDPOINTS, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
 from ferry.runtime.exceptions import FerryRuntimeError, NoModelsError
 from ferry.runtime.exceptions import PayloadTooLargeError as PayloadTooLargeError  # importable from here as before
@@ -72,6 +74,7 @@ class _Outputs:
     payload: Any
     best: Sequence[tuple[str | None, float | None]]
     confidence: Sequence[float | None]
+    norm: Sequence[float | None] | None = None  # an embedder's: each pooled vector's length before normalizing
 
 
 class ModelStore:
@@ -234,8 +237,10 @@ class PredictionService:
             index = batch.truncated.index(True)
             raise PayloadTooLargeError(too_many_tokens(f"inputs[{index}]", batch.token_lengths[index],
                                                        predictor.manifest.max_length))
-        vectors = predictor.normalized(predictor.forward(batch), options.normalize)
-        return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts), [None] * len(texts))
+        pooled = predictor.forward(batch)
+        vectors = predictor.normalized(pooled, options.normalize)
+        return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts), [None] * len(texts),
+                        [float(norm) for norm in np.linalg.norm(pooled, axis=-1)])
 
     def _answer(self, predictor: Predictor, texts: list[str], outputs: _Outputs, latency_ms: float,
                 key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
@@ -254,10 +259,11 @@ class PredictionService:
                 prediction_id=prediction_id, model=predictor.name, version=predictor.version, time=now,
                 label=label, score=score, latency_ms=latency_ms, batch_size=len(texts), token_length=length,
                 truncated=cut, text=text, keep_text=self.settings.capture_text, secret=self._secret, key_id=key_id,
-                channel=channel, confidence=confidence,
+                channel=channel, confidence=confidence, norm=norm,
             )
-            for prediction_id, text, length, cut, (label, score), confidence in zip(
-                ids, texts, batch.token_lengths, batch.truncated, outputs.best, outputs.confidence, strict=True)
+            for prediction_id, text, length, cut, (label, score), confidence, norm in zip(
+                ids, texts, batch.token_lengths, batch.truncated, outputs.best, outputs.confidence,
+                outputs.norm or [None] * len(texts), strict=True)
         ]
         return Answer(payload=outputs.payload, prediction_ids=ids, captures=captures, model=predictor.name,
                       version=predictor.version, latency_ms=latency_ms, task=predictor.task)
@@ -292,7 +298,7 @@ def capture_record(
     *, prediction_id: str, model: str, version: str, time: datetime, label: str | None, score: float | None,
     latency_ms: float, batch_size: int, token_length: int, truncated: bool, text: str, keep_text: bool,
     secret: bytes | None = None, key_id: str | None = None, channel: str = CHANNEL_API,
-    confidence: float | None = None,
+    confidence: float | None = None, norm: float | None = None,
 ) -> dict[str, Any]:
     """One prediction as the capture function stores it: never the text itself unless configured.
 
@@ -302,7 +308,8 @@ def capture_record(
     ``channel`` says how the prediction was asked (:data:`CHANNEL_API`, :data:`CHANNEL_BATCH`). A classifier's
     record has its best ``label``, that label's ``score`` as the client got it (under its ``function_to_apply``)
     and its ``confidence``: the label's probability under the model's own function, which the monitor reads
-    (:meth:`PredictionService._classify`); both to CAPTURE_DECIMALS.
+    (:meth:`PredictionService._classify`); both to CAPTURE_DECIMALS. An embedder's record has the ``norm`` of
+    the pooled vector before any normalizing (its drift is the monitor's signal for an embedder).
     """
     record: dict[str, Any] = {
         "prediction_id": prediction_id,
@@ -325,6 +332,8 @@ def capture_record(
         record["score"] = round(float(score or 0.0), CAPTURE_DECIMALS)
         if confidence is not None:
             record["confidence"] = round(float(confidence), CAPTURE_DECIMALS)
+    if norm is not None:
+        record["norm"] = round(float(norm), CAPTURE_DECIMALS)
     if keep_text:
         record["text"] = text
     return record
