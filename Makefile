@@ -28,7 +28,7 @@ export HF_HUB_OFFLINE := 1
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
 	@echo "make test    install if needed, lint, run every test"
-	@echo "make test-unit   the unit tests alone (seconds: no model, no subprocess, no network)"
+	@echo "make test-unit   the unit tests alone (half a minute: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
 	@echo "make drift-demo  a real drift (Coachella tweets) noticed by the monitor over the local stack (minutes)"
