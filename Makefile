@@ -116,7 +116,7 @@ test: $(STAMP) $(SAM) $(CHECKOV) lint
 	@test -n "$(PY312)" || echo "make: no python3.12 runs here (PATH, pyenv): the \`sam build\` test is skipped if the build needs it"
 	PATH="$(PY312_PATH)$$PATH" $(VENV)/bin/pytest
 
-# Seconds: no model, no subprocess, no network.
+# Half a minute: no model, no subprocess, no network.
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
