@@ -12,6 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 
+import ferry.runtime.predictor  # noqa: F401  onnxruntime and tokenizers, in the init phase (the service loads lazily)
 from ferry.runtime import aws
 from ferry.runtime.batch_handler import handle_event
 from ferry.runtime.service import PredictionService

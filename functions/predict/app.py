@@ -9,6 +9,7 @@ log record (off the request path: a CloudWatch Logs subscription delivers them t
 import warnings
 from typing import Annotated, Any
 
+import ferry.runtime.predictor  # noqa: F401  onnxruntime and tokenizers, in the init phase (the service loads them lazily)
 from ferry.runtime.service import PredictionService
 from ferry.runtime.settings import Settings
 

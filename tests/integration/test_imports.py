@@ -1,5 +1,6 @@
 """What each Lambda handler's import pulls in: the authorizer and the capture function must stay light (their
-cold start pays for every module), the predict function must load its runtime (it preloads models)."""
+cold start pays for every module), the feedback and monitor functions load no model runtime (they read manifests),
+the predict function must load its runtime (it preloads models)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,16 @@ def heavy_modules_of(logical_id: str, models_dir: Path) -> dict[str, list[str]]:
 def test_the_authorizer_and_capture_functions_import_no_model_runtime(function, tmp_path):
     found = heavy_modules_of(function, tmp_path)
     assert found == {"already": [], "loaded": []}
+
+
+@pytest.mark.parametrize("function", ["FeedbackFunction", "MonitorFunction"])
+def test_the_feedback_and_monitor_functions_load_no_model(function, tmp_path):
+    """They read manifests, never a model: no onnxruntime, no tokenizers (the monitor's statistics need numpy;
+    the feedback function's pydantic models, pydantic)."""
+    found = heavy_modules_of(function, tmp_path)
+    assert found["already"] == []
+    assert not {"onnxruntime", "tokenizers", "torch", "transformers", "optimum"} & set(found["loaded"])
+    assert ("numpy" in found["loaded"]) == (function == "MonitorFunction")
 
 
 def test_the_predict_function_loads_its_runtime_at_import(tmp_path):

@@ -17,18 +17,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ferry.runtime.constants import FEATURE_EXTRACTION, TASK_ENDPOINTS, TEXT_CLASSIFICATION, TOP_SCORE_DECIMALS
 from ferry.runtime.exceptions import FerryRuntimeError, NoModelsError
 from ferry.runtime.exceptions import PayloadTooLargeError as PayloadTooLargeError  # importable from here as before
 from ferry.runtime.ids import PredictionIds
 from ferry.runtime.manifest import Manifest, discover_models, resolve_model_dir
-from ferry.runtime.predictor import Batch, Predictor
 from ferry.runtime.settings import Settings
 from ferry.runtime.texts import check_inputs, too_many_tokens
+
+if TYPE_CHECKING:  # imported when a model loads: a function that predicts nothing (feedback) never pays for it
+    from ferry.runtime.predictor import Batch, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class ModelStore:
         with lock:
             if name not in self._loaded:
                 model_dir = resolve_model_dir(name, self.settings.models_path)
+                from ferry.runtime.predictor import Predictor  # onnxruntime and tokenizers: 0.4 s, on first load
+
                 self._loaded[name] = Predictor.load(model_dir, threads=self.settings.ort_threads)
             return self._loaded[name]
 
@@ -240,7 +242,7 @@ class PredictionService:
         pooled = predictor.forward(batch)
         vectors = predictor.normalized(pooled, options.normalize)
         return _Outputs(batch, vectors.astype(float).tolist(), [(None, None)] * len(texts), [None] * len(texts),
-                        [float(norm) for norm in np.linalg.norm(pooled, axis=-1)])
+                        [float(norm) for norm in ((pooled * pooled).sum(axis=-1) ** 0.5)])
 
     def _answer(self, predictor: Predictor, texts: list[str], outputs: _Outputs, latency_ms: float,
                 key_id: str | None = None, prediction_ids: Sequence[str] | None = None,
