@@ -14,7 +14,7 @@ from typing import Any
 
 from ferry.local.running import RunningStack
 from ferry.runtime.manifest import Manifest, discover_models
-from ferry.runtime.monitor import ModelHealth, Monitor, Sources, current_state, emf_documents, history
+from ferry.runtime.monitor import ModelHealth, Monitor, Sources, current_state, emf_documents, history, last_run
 from ferry.runtime.settings import Settings
 
 CAPTURE_TABLE, FEEDBACK_TABLE, STATE_TABLE = "CaptureTable", "FeedbackTable", "MonitorStateTable"
@@ -53,8 +53,7 @@ def latest_runs(stack: RunningStack) -> dict[str, dict[str, Any] | None]:
     table = stack.table(STATE_TABLE)
     found: dict[str, dict[str, Any] | None] = {}
     for name in manifests(stack):
-        runs = history(table, name, since_ms=int(time.time() * 1000) - 7 * 86_400_000)
-        found[name] = runs[-1] if runs else None
+        found[name] = last_run(table, name)
         state = current_state(table, name)
         if found[name] is not None and state is not None:
             found[name]["episode"] = state.get("episode")  # type: ignore[index]

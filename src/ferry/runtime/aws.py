@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ferry.runtime.exceptions import SettingsError
@@ -38,3 +40,31 @@ def table(name: str | None, variable: str | None = None) -> Any:
     if variable is not None:
         raise SettingsError(f"{variable} is not set")
     return None
+
+
+BATCH_GET_KEYS = 100  # DynamoDB's limit on the keys of one BatchGetItem
+
+
+def batch_get(client: Any, table: str, keys: Sequence[Mapping[str, Any]], *, projection: str,
+              names: Mapping[str, str] | None = None, attempts: int = 5) -> tuple[list[dict[str, Any]], int]:
+    """The items of `keys` in `table` that exist, by BatchGetItem, 100 keys a call; the keys DynamoDB leaves
+    unprocessed (throttling) are asked again with capped backoff, up to `attempts` calls per 100. Returns the items
+    and the number of keys still unprocessed after that (the caller decides what a shortfall means).
+
+    `client` takes and gives plain values: a DynamoDB service resource, or a Table resource's ``meta.client``."""
+    found: list[dict[str, Any]] = []
+    left = 0
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        wanted: dict[str, Any] = {"Keys": list(keys[start:start + BATCH_GET_KEYS]), "ProjectionExpression": projection}
+        if names:
+            wanted["ExpressionAttributeNames"] = dict(names)
+        request: dict[str, Any] = {table: wanted}
+        for attempt in range(attempts):
+            answer = client.batch_get_item(RequestItems=request)
+            found.extend(answer.get("Responses", {}).get(table, []))
+            request = answer.get("UnprocessedKeys") or {}
+            if not request or attempt + 1 == attempts:
+                break
+            time.sleep(min(1.0, 0.05 * 2 ** attempt))
+        left += len(request[table]["Keys"]) if request else 0
+    return found, left

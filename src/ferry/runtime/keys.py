@@ -274,20 +274,11 @@ def usage_on(dynamodb: Any, usage_table_name: str, identifiers: Iterable[str], d
     """Predictions counted on a UTC day for each key id (absent: none), by BatchGetItem in chunks of 100.
 
     `dynamodb` is a boto3 DynamoDB service resource."""
+    from ferry.runtime.aws import batch_get
+
     wanted = [{"key_id": identifier, "day": day} for identifier in identifiers]
-    counts: dict[str, int] = {}
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {usage_table_name: {"Keys": wanted[start:start + 100],
-                                                      "ProjectionExpression": "key_id, predictions"}}
-        for attempt in range(attempts):
-            answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in answer.get("Responses", {}).get(usage_table_name, []):
-                counts[str(item["key_id"])] = int(item.get("predictions", 0))
-            request = answer.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            time.sleep(0.05 * 2**attempt)
-    return counts
+    items, _ = batch_get(dynamodb, usage_table_name, wanted, projection="key_id, predictions", attempts=attempts)
+    return {str(item["key_id"]): int(item.get("predictions", 0)) for item in items}
 
 
 def revoke_key(table: Any, identifier: str) -> bool:

@@ -45,6 +45,7 @@ import numpy as np
 
 from ferry.metrics import classification_metrics
 from ferry.runtime import stats
+from ferry.runtime.aws import batch_get
 from ferry.runtime.capture import SECONDS_PER_DAY
 from ferry.runtime.constants import METRICS_NAMESPACE, TEXT_CLASSIFICATION
 from ferry.runtime.manifest import Manifest, ReferenceSample
@@ -128,29 +129,15 @@ def query_range(table: Any, model_version: str, after_ms: int, until_ms: int) ->
     return sorted(items, key=lambda item: (int(item["epoch_ms"]), str(item["prediction_id"])))
 
 
-def fetch(table: Any, ids: Sequence[str], attempts: int = 6) -> dict[str, dict[str, Any]]:
-    """The items of `ids` that exist (prediction_id, label, epoch_ms), by BatchGetItem in chunks of 100, keys
-    DynamoDB left unprocessed asked again with backoff. (A resource's client takes and gives plain values: boto3
-    converts them.)"""
-    client, name = table.meta.client, table.name
-    found: dict[str, dict[str, Any]] = {}
+def fetch(table: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The items of `ids` that exist (prediction_id, label, epoch_ms), by id; keys DynamoDB would not serve after
+    its retries are an error (the run fails and the next one reads them)."""
     unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 100):
-        request: dict[str, Any] = {name: {
-            "Keys": [{"prediction_id": prediction_id} for prediction_id in unique[start:start + 100]],
-            "ProjectionExpression": "prediction_id, #l, epoch_ms", "ExpressionAttributeNames": {"#l": "label"}}}
-        for attempt in range(attempts):
-            answer = client.batch_get_item(RequestItems=request)
-            for raw in answer.get("Responses", {}).get(name, []):
-                item = _plain(raw)
-                found[str(item["prediction_id"])] = item
-            request = answer.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            time.sleep(min(1.0, 0.05 * 2 ** attempt))
-        if request:
-            raise RuntimeError(f"{name}: DynamoDB left {len(request[name]['Keys'])} keys unprocessed")
-    return found
+    items, left = batch_get(table.meta.client, table.name, [{"prediction_id": value} for value in unique],
+                            projection="prediction_id, #l, epoch_ms", names={"#l": "label"}, attempts=6)
+    if left:
+        raise RuntimeError(f"{table.name}: DynamoDB left {left} keys unprocessed")
+    return {str(item["prediction_id"]): _plain(item) for item in items}
 
 
 def complete_windows(items: Sequence[Mapping[str, Any]], size: int) -> list[list[Mapping[str, Any]]]:
@@ -218,11 +205,10 @@ def labelled_figures(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]
         return classification_metrics(t.tolist(), p.tolist(), labels).macro_f1
 
     recall = {}
-    for label, figures in metrics.per_class.items():
-        support = figures.support
-        hits = round(figures.recall * support)
-        recall[label] = {"recall": round(figures.recall, 4), "labels": support,
-                         "interval": _interval(stats.wilson_interval(hits, support))}
+    for position, (label, figures) in enumerate(metrics.per_class.items()):
+        hits = metrics.matrix[position][position]  # rows are true classes
+        recall[label] = {"recall": round(figures.recall, 4), "labels": figures.support,
+                         "interval": _interval(stats.wilson_interval(hits, figures.support))}
     return {
         "population": population,
         "labels": len(known),
@@ -762,6 +748,16 @@ def history(state_table: Any, model: str, since_ms: int = 0) -> list[dict[str, A
         if "LastEvaluatedKey" not in page:
             return runs
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def last_run(state_table: Any, model: str) -> dict[str, Any] | None:
+    """The figures of the latest run for `model` (one item read, newest first), or None."""
+    from boto3.dynamodb.conditions import Key
+
+    page = state_table.query(KeyConditionExpression=Key("model").eq(model) & Key("sk").begins_with(RUN_PREFIX),
+                             ScanIndexForward=False, Limit=1)
+    items = page.get("Items", [])
+    return json.loads(items[0]["figures"]) if items else None
 
 
 def current_state(state_table: Any, model: str) -> dict[str, Any] | None:

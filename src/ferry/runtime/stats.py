@@ -54,6 +54,7 @@ import functools
 import hashlib
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -496,14 +497,16 @@ def null_threshold(reference_values: Any, window: int, statistic: Statistic, alp
     return float(np.quantile(draws_values, 1 - alpha))
 
 
-class _BatchStatistic:
+class _BatchStatistic(ABC):
     """A statistic that also computes all draws of :func:`null_threshold` at once, identically."""
 
+    @abstractmethod
     def __call__(self, chunk: np.ndarray, window: np.ndarray) -> float:
-        raise NotImplementedError
+        """The statistic of one window against one chunk of the reference."""
 
+    @abstractmethod
     def many(self, values: np.ndarray, chunk: np.ndarray, window: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Every draw's statistic: rows of indexes into `values` for the chunks and for the windows."""
 
 
 def _row_counts(index: np.ndarray, width: int) -> np.ndarray:
