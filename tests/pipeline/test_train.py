@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -11,7 +12,7 @@ import pytest
 from ferry.layer import BuildConfig, GateThresholds, ModelSourceError, build_layer
 from ferry.metrics import classification_metrics
 from ferry.runtime import Manifest
-from ferry.train import PREDICTIONS_DIR, REPORT_FILE, TrainConfig, TrainingReport, train
+from ferry.train import PREDICTIONS_DIR, REPORT_FILE, InvalidTrainConfigError, TrainConfig, TrainingReport, train
 
 from helpers import run_ferry
 
@@ -141,3 +142,35 @@ def test_a_malformed_training_report_fails_the_build_before_any_export(trained, 
     with pytest.raises(ModelSourceError, match=r"training_report\.json: splits\.test\.macro_f1 must be a number"):
         build_layer(BuildConfig(model=str(broken), task="text-classification", out=tmp_path / "layers"))
     assert not (tmp_path / "layers").exists()
+
+
+def test_feedback_is_mixed_in_class_balanced_and_its_held_out_rows_are_never_trained_on(trained, tweets, tmp_path):
+    """An update's training: from the trained model's weights (warm start), feedback half of each batch."""
+    from ferry.data.dataset import normalize_text, split_of
+
+    _, base = trained
+    feedback = tmp_path / "feedback.jsonl"
+    rows = [(e.text, str(e.label)) for e in tweets[1::7][:300]]
+    feedback.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    out = tmp_path / "candidate"
+    result = train(TrainConfig(base=str(base), data="default", out=out, feedback_data=str(feedback),
+                               feedback_share=0.5, select="last", **{**QUICK, "steps": 10}))
+    report = result.training_report
+    used = report.dataset["feedback"]
+    held_out = [r for r in rows if split_of(normalize_text(r[0])) != "train"]
+    assert used["held_out"] == len({normalize_text(t) for t, _ in held_out})
+    assert used["train_rows_used"] == sum(used["counts"]["train"].values()) > 0
+    saved = [json.loads(line) for line in (out / PREDICTIONS_DIR / "feedback.jsonl").read_text().splitlines()]
+    assert saved and all(split_of(normalize_text(row["text"])) != "train" for row in saved)
+    assert report.splits["feedback"].n == len(saved) and report.best_step == 10  # "last": the final step kept
+
+
+def test_a_warm_start_from_a_classifier_with_other_labels_is_refused(trained, tmp_path):
+    _, base = trained
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    config = json.loads((other / "config.json").read_text())
+    config["id2label"] = {"0": "positive", "1": "negative"}  # the same names in another order: each class renamed
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidTrainConfigError, match=re.escape("labels (positive, negative) are not the data's")):
+        train(TrainConfig(base=str(other), data="default", out=tmp_path / "out", **{**QUICK, "steps": 2}))

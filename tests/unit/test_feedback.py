@@ -313,8 +313,9 @@ def test_a_body_neither_a_label_nor_a_list_of_them_is_a_400(service, body, messa
 
 @pytest.mark.parametrize(("body", "message"), [
     ({"prediction_id": "p", "label": "x", "comment": "!", "score": 1},
-     "unknown fields 'comment', 'score'; accepted: prediction_id, label, correct, sampled"),
-    ({"prediction_id": "p", "labels": "x"}, "unknown field 'labels'; accepted: prediction_id, label, correct, sampled"),
+     "unknown fields 'comment', 'score'; accepted: prediction_id, label, correct, sampled, text"),
+    ({"prediction_id": "p", "labels": "x"},
+     "unknown field 'labels'; accepted: prediction_id, label, correct, sampled, text"),
     ({"prediction_id": "p"}, "label is required"),
     ({"prediction_id": "p", "label": "x", "sampled": "yes"}, "sampled: Input should be a valid boolean"),
 ])
@@ -448,7 +449,7 @@ def test_ferry_keys_create_takes_scopes_and_list_shows_them():
 # -- files of labels ----------------------------------------------------------------------------------------------
 
 def rows_of(data: bytes, key: str, **options: Any) -> list[tuple[int, Any]]:
-    return [(line, row if isinstance(row, Exception) else row.model_dump())
+    return [(line, row if isinstance(row, Exception) else row.model_dump(exclude_none=True))
             for line, row in read_label_file(data, key, **options)]
 
 
@@ -475,8 +476,8 @@ def test_a_csv_of_labels_is_read_row_by_row_with_every_bad_row_numbered():
 
 @pytest.mark.parametrize(("header", "message"), [
     (b"id,label\n", "the CSV header (line 1) has no prediction_id; unknown 'id': the columns are prediction_id, "
-                    "label and optionally sampled, correct"),
-    (b"prediction_id,label,text\n", "has unknown 'text'"),
+                    "label and optionally sampled, correct, text"),
+    (b"prediction_id,label,comment\n", "has unknown 'comment'"),
     (b"prediction_id,label,label\n", "has repeated label"),
     (b"prediction_id,lab\xffel\n", "the CSV header (line 1) cannot be read: not valid UTF-8"),
 ])
@@ -498,7 +499,7 @@ def test_a_jsonl_of_labels_is_read_line_by_line_with_every_bad_line_numbered():
         "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
         "not valid UTF-8: byte 23 of the line is 0xe9",
         "a label is an object with prediction_id and label, not an array",
-        "unknown field 'why'; accepted: prediction_id, label, correct, sampled",
+        "unknown field 'why'; accepted: prediction_id, label, correct, sampled, text",
         "the line is longer than 200 bytes"]
 
 
@@ -645,7 +646,7 @@ def test_the_api_document_describes_the_feedback_route(function):
                                             "500", "503"]
     assert "headers" not in operation["responses"]["429"]  # no quota on labels: no Retry-After
     assert set(completed["components"]["schemas"]["FeedbackItem"]["properties"]) == {
-        "prediction_id", "label", "correct", "sampled"}
+        "prediction_id", "label", "correct", "sampled", "text"}
 
 
 # -- what each capture carries for the monitor --------------------------------------------------------------------

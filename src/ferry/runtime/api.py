@@ -31,6 +31,7 @@ from pydantic import (
 
 from ferry.runtime import texts
 from ferry.runtime.constants import (
+    DEFAULT_MAX_INPUT_CHARS,
     FEATURE_EXTRACTION,
     FEEDBACK_PATH,
     MAX_FEEDBACK_ITEMS,
@@ -122,6 +123,9 @@ class FeedbackItem(BaseModel):
     sampled: StrictBool = Field(default=False, description=(
         "the prediction was picked at random for labelling (an audit sample), not labelled because it looked "
         "wrong: the monitor estimates accuracy without bias from these"))
+    text: StrictStr | None = Field(default=None, min_length=1, max_length=DEFAULT_MAX_INPUT_CHARS, description=(
+        "the text that was predicted, kept with the label so that an update can retrain on it when the stack "
+        "captures no text (CaptureText off); without either, a label cannot be learned from"))
 
 
 FeedbackRequest = FeedbackItem | Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)]

@@ -107,6 +107,7 @@ MAX_REPORTED_ERRORS = 100
 LABELS_MARGIN_MS = 30_000  # a file stops being read when less of the function's time is left
 _CSV_REQUIRED = ("prediction_id", "label")
 _CSV_FLAGS = ("sampled", "correct")
+_CSV_OPTIONAL = ("text",)  # kept as written (not stripped); an empty cell: no text
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
@@ -305,7 +306,7 @@ class FeedbackService:
             "model_version": issued.model_version, "label": item.label, "sampled": item.sampled,
             "epoch_ms": now_ms, "time": _iso(now_ms), "source": source,
             "expires_at": now_ms // 1000 + self.ttl_days * SECONDS_PER_DAY,
-            **({"key_id": key_id} if key_id else {}),
+            **({"key_id": key_id} if key_id else {}), **({"text": item.text} if item.text else {}),
         }
         for _ in range(_SETTLE_TRIES):
             if self._write(functools.partial(self.table.put_item, Item=stored, ConditionExpression=_NEW_ONLY),
@@ -467,9 +468,9 @@ def _label_header(line: int, row: list[str] | None, problem: str | None) -> list
     if row is None or _ESCAPED_BYTE.search(",".join(row)):
         raise LabelFileError(f"the CSV header (line {line}) cannot be read: {problem or 'not valid UTF-8'}")
     columns = [name.strip() for name in row]
-    expected = "the columns are prediction_id, label and optionally sampled, correct"
+    expected = "the columns are prediction_id, label and optionally sampled, correct, text"
     missing = [name for name in _CSV_REQUIRED if name not in columns]
-    unknown = [name for name in columns if name not in (*_CSV_REQUIRED, *_CSV_FLAGS)]
+    unknown = [name for name in columns if name not in (*_CSV_REQUIRED, *_CSV_FLAGS, *_CSV_OPTIONAL)]
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if missing or unknown or repeated:
         wrong = "; ".join(part for part in (
@@ -493,6 +494,9 @@ def _csv_row(row: list[str], columns: list[str]) -> FeedbackItem | FerryRuntimeE
             if flag not in _TRUE | _FALSE:
                 return InvalidBodyError(f"{name} is true or false (or 1, 0, yes, no, empty), not {cell!r}")
             value[name] = flag in _TRUE
+        elif name in _CSV_OPTIONAL:
+            if cell:
+                value[name] = cell
         else:
             value[name] = cell.strip()
     return _checked(value)

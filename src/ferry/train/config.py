@@ -9,9 +9,11 @@ from ferry.data.dataset import BUNDLED, DEFAULT_FRACTIONS
 from ferry.data.topics import check_topics
 from ferry.train.exceptions import InvalidTrainConfigError, TrainError
 
-__all__ = ["SAMPLINGS", "InvalidTrainConfigError", "TrainConfig", "TrainError"]  # the errors too: their former home
+# the errors too: their former home
+__all__ = ["SAMPLINGS", "SELECTIONS", "InvalidTrainConfigError", "TrainConfig", "TrainError"]
 
 SAMPLINGS = ("natural", "balanced")  # shuffled epochs, or classes drawn uniformly (the prior corrected at the end)
+SELECTIONS = ("best", "last")  # the checkpoint kept: the best validation accuracy, or the last step's
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ class TrainConfig:
     threads: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     exclude_topics: tuple[str, ...] = ()  # topics of ferry.data.topics left out of every split (the drift demo)
+    # An update (ferry.update): labelled feedback (a CSV/JSONL of text and label) split by the data's hash rule;
+    # its train split is mixed into every batch, `feedback_share` of it, classes drawn uniformly (the feedback's
+    # own label mix is the new topic's prior, which a model must not learn); its other splits are held out.
+    feedback_data: str | None = None
+    feedback_share: float = 0.5
+    replay_texts: int | None = None  # a seeded random sample of the data's train split (the replay), or all
+    select: str = "best"  # "last" keeps the final step (an update: validation is the old domain's alone)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length,
@@ -61,6 +70,7 @@ class TrainConfig:
             raise InvalidTrainConfigError(f"must be >= 0, got {self.frozen_layers}", field="frozen_layers")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise InvalidTrainConfigError(f"must be in [0, 1], got {self.min_confidence}", field="min_confidence")
+        self._check_update()
         object.__setattr__(self, "exclude_topics", _topics(self.exclude_topics))
         if self.out.exists() and not self.out.is_dir():
             raise InvalidTrainConfigError(f"{self.out} exists and is not a folder", field="out")
@@ -68,6 +78,17 @@ class TrainConfig:
             raise InvalidTrainConfigError(
                 f"{self.data}: no such file (or use {BUNDLED!r}, the bundled tweets)", field="data"
             )
+
+    def _check_update(self) -> None:
+        """The settings of an update's training (feedback, replay, the checkpoint kept)."""
+        if not 0 < self.feedback_share < 1:
+            raise InvalidTrainConfigError(f"must be in (0, 1), got {self.feedback_share}", field="feedback_share")
+        if self.select not in SELECTIONS:
+            raise InvalidTrainConfigError(f"must be {' or '.join(SELECTIONS)}, got {self.select!r}", field="select")
+        if self.replay_texts is not None and self.replay_texts < 1:
+            raise InvalidTrainConfigError(f"must be positive, got {self.replay_texts}", field="replay_texts")
+        if self.feedback_data is not None and not Path(self.feedback_data).is_file():
+            raise InvalidTrainConfigError(f"{self.feedback_data}: no such file", field="feedback_data")
 
 
 def _topics(names: tuple[str, ...]) -> tuple[str, ...]:

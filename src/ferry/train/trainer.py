@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -51,6 +52,9 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
     started = time.perf_counter()
     dataset = _load(config)
     train_rows = _training_rows(dataset, config)
+    feedback = _feedback(config, dataset)
+    feedback_rows = feedback.splits["train"] if feedback is not None else []
+    held_out = (feedback.splits["validation"] + feedback.splits["test"]) if feedback is not None else []
     validation = _cap(dataset.splits["validation"], config.max_eval_texts)
     test = _cap(dataset.splits["test"], config.max_eval_texts)
     quick_validation = _sample(validation, config.max_validation_texts, config.seed)
@@ -58,9 +62,11 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
         raise TrainError(f"{dataset.source}: too few texts for validation and test splits; give more data")
     source = _source(config.base)
     progress(f"fine-tuning {config.base} on {len(train_rows)} texts of {dataset.source} "
-             f"({', '.join(dataset.labels)}); {config.steps} steps of {config.batch_size}")
+             f"({', '.join(dataset.labels)}); {config.steps} steps of {config.batch_size}"
+             + (f"; {len(feedback_rows)} feedback texts make {config.feedback_share:.0%} of each batch, classes "
+                f"drawn uniformly ({len(held_out)} held out)" if feedback is not None else ""))
     run = _Run(config, dataset.labels, source, progress)
-    history = run.fit(train_rows, quick_validation, started)
+    history = run.fit(train_rows, quick_validation, started, feedback_rows)
     validation_logits = run.finish(validation, quick_validation, history, started)
     progress(f"evaluating the best checkpoint (step {run.best_step})")
     prior: dict[str, Any] = {"applied": False, "reason": "natural sampling keeps the class prior"}
@@ -70,12 +76,16 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
         "train": run.evaluate(_cap(train_rows, config.train_eval_texts)),
         "validation": run.metrics(validation, validation_logits),
         "test": run.evaluate(test),
+        **({"feedback": run.evaluate(held_out)} if held_out else {}),
     }
     report = TrainingReport(
         base=config.base,
         data=dataset.source,
         labels=tuple(dataset.labels),
-        dataset={"stats": dataset.stats, "counts": dataset.counts(), "train_rows_used": len(train_rows)},
+        dataset={"stats": dataset.stats, "counts": dataset.counts(), "train_rows_used": len(train_rows),
+                 **({"feedback": {"source": feedback.source, "stats": feedback.stats, "counts": feedback.counts(),
+                                  "train_rows_used": len(feedback_rows), "held_out": len(held_out)}}
+                    if feedback is not None else {})},
         config={key: _as_json(value) for key, value in asdict(config).items()},
         steps=run.steps_done,
         best_step=run.best_step,
@@ -88,7 +98,8 @@ def train(config: TrainConfig, progress: Progress = _silent) -> TrainResult:
         threads=run.threads,
     )
     _save(config.out, run, report, {name: rows for name, rows in
-                                    (("validation", validation), ("test", test))}, evaluated)
+                                    (("validation", validation), ("test", test), ("feedback", held_out)) if rows},
+          evaluated)
     test_metrics = report.splits["test"]
     progress(f"saved {config.out}: test accuracy {test_metrics.accuracy:.4f}, "
              f"macro-F1 {test_metrics.macro_f1:.4f}, {report.wall_seconds:.0f} s")
@@ -115,6 +126,22 @@ def _load(config: TrainConfig) -> Dataset:
         raise InvalidTrainConfigError(str(exc), field="data") from None
 
 
+def _feedback(config: TrainConfig, dataset: Dataset) -> Dataset | None:
+    """The labelled feedback of an update, split by the data's hash rule (:func:`ferry.data.dataset.split_of`),
+    its labels held to the data's (a label the model does not have is an error naming it)."""
+    from ferry.data import DataError
+
+    if config.feedback_data is None:
+        return None
+    try:
+        feedback = load_dataset(config.feedback_data, labels=dataset.labels, fractions=config.fractions)
+    except DataError as exc:
+        raise InvalidTrainConfigError(str(exc), field="feedback_data") from None
+    if not feedback.splits["train"]:
+        raise TrainError(f"{config.feedback_data}: no feedback text falls in the train split; give more feedback")
+    return feedback
+
+
 def _source(base: str) -> Path:
     """The base model's folder; the build's errors about its ``model`` are about training's ``base``."""
     from ferry.layer.exceptions import InvalidBuildConfigError, ModelSourceError
@@ -131,10 +158,24 @@ def _training_rows(dataset: Dataset, config: TrainConfig) -> list[LabelledText]:
     rows = [row for row in dataset.splits["train"]
             if config.min_confidence is None or row.confidence is None or row.confidence >= config.min_confidence]
     rows = _cap(rows, config.max_train_texts)
+    rows = _sample(rows, config.replay_texts, config.seed)
     missing = [label for label in dataset.labels if not any(row.label == label for row in rows)]
     if missing:
         raise TrainError(f"{dataset.source}: no training texts labelled {', '.join(missing)}")
     return rows
+
+
+def _check_base_labels(source: Path, labels: Sequence[str]) -> None:
+    """A classifier as the base (an update's warm start) keeps its head: its labels must be the data's, in the
+    data's order, or each class would be trained under another's name."""
+    config_file = source / "config.json"
+    id2label = json.loads(config_file.read_text(encoding="utf-8")).get("id2label") if config_file.is_file() else None
+    if not id2label:
+        return
+    names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    if names != list(labels) and not all(re.fullmatch(r"LABEL_\d+", name) for name in names):
+        raise InvalidTrainConfigError(f"{source}: the base model's labels ({', '.join(names)}) are not the data's "
+                                      f"({', '.join(labels)}), in that order", field="base")
 
 
 def _sample(rows: Sequence[LabelledText], limit: int | None, seed: int) -> list[LabelledText]:
@@ -178,6 +219,7 @@ class _Run:
         torch.set_num_threads(self.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
+        _check_base_labels(source, labels)
         self.tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(source), local_files_only=True, num_labels=len(labels),
@@ -209,29 +251,42 @@ class _Run:
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length,
                               return_tensors="pt")
 
-    def _batches(self, rows: Sequence[LabelledText]) -> Iterator[list[LabelledText]]:
+    def _batches(self, data: Sequence[LabelledText],
+                 feedback: Sequence[LabelledText] = ()) -> Iterator[list[LabelledText]]:
         """Batches bucketed by length: a pool of 8 batches is sorted by token count and cut in order, so that
         little of each batch is padding. `natural` sampling goes through shuffled epochs (every text once per
-        epoch); `balanced` draws a class uniformly, then a text of that class."""
-        by_class = [np.array([i for i, row in enumerate(rows) if row.label == label]) for label in self.labels]
+        epoch); `balanced` draws a class uniformly, then a text of that class. With `feedback` (an update),
+        `feedback_share` of each pool is feedback, a class drawn uniformly (among the classes it has), then a
+        text of that class; the rest is `data` (the replay) as `sampling` says."""
+        rows = [*data, *feedback]
+        by_class = [np.array([i for i, row in enumerate(data) if row.label == label]) for label in self.labels]
+        feedback_classes = [ids for label in self.labels
+                            if len(ids := np.array([len(data) + i for i, row in enumerate(feedback)
+                                                    if row.label == label]))]
         lengths = [len(ids) for ids in self.tokenizer([row.text for row in rows], truncation=True,
                                                        max_length=self.config.max_length)["input_ids"]]
         size = self.config.batch_size
+        from_feedback = round(size * 8 * self.config.feedback_share) if feedback_classes else 0
+        from_data = size * 8 - from_feedback
         epoch: list[int] = []
         while True:
             if self.config.sampling == "balanced":
-                classes = self.rng.integers(0, len(self.labels), size=size * 8)
+                classes = self.rng.integers(0, len(self.labels), size=from_data)
                 drawn = [int(self.rng.choice(by_class[c])) for c in classes]
             else:
-                while len(epoch) < size * 8:
-                    epoch.extend(int(i) for i in self.rng.permutation(len(rows)))
-                drawn, epoch = epoch[: size * 8], epoch[size * 8 :]
+                while len(epoch) < from_data:
+                    epoch.extend(int(i) for i in self.rng.permutation(len(data)))
+                drawn, epoch = epoch[:from_data], epoch[from_data:]
+            if from_feedback:
+                classes = self.rng.integers(0, len(feedback_classes), size=from_feedback)
+                drawn += [int(self.rng.choice(feedback_classes[c])) for c in classes]
             pool = sorted(drawn, key=lambda i: lengths[i])
             for start in self.rng.permutation(8) * size:
                 yield [rows[i] for i in pool[start : start + size]]
 
     def fit(
-        self, rows: Sequence[LabelledText], validation: Sequence[LabelledText], started: float
+        self, rows: Sequence[LabelledText], validation: Sequence[LabelledText], started: float,
+        feedback: Sequence[LabelledText] = (),
     ) -> list[ValidationPoint]:
         torch = self.torch
         config = self.config
@@ -253,7 +308,7 @@ class _Run:
         label_ids = {label: i for i, label in enumerate(self.labels)}
         history: list[ValidationPoint] = []
         bar = _bar(config.steps)
-        batches = self._batches(rows)
+        batches = self._batches(rows, feedback)
         next_batch = next(batches)
         self.setup_seconds = time.perf_counter() - started
         while self.steps_done < self.planned_steps:
@@ -279,7 +334,8 @@ class _Run:
                 self.last_validation = self.steps_done
                 self._fit_budget(started, len(validation))
                 self._record(history, metrics, started)
-                self._keep_if_best(metrics.accuracy)
+                if config.select == "best":
+                    self._keep_if_best(metrics.accuracy)
         bar.close()
         return history
 
@@ -309,7 +365,8 @@ class _Run:
         position = {row.text: i for i, row in enumerate(validation)}
         metrics, _ = self.metrics(sample, logits[[position[row.text] for row in sample]])
         self._record(history, metrics, started)
-        if metrics.accuracy >= self.best_score:  # a tie goes to the later, more trained model
+        # a tie goes to the later, more trained model; "last" keeps the last whatever it scores
+        if metrics.accuracy >= self.best_score or self.config.select == "last":
             self.best_score, self.best_step, self.best_state = metrics.accuracy, self.steps_done, None
             return logits
         self.restore_best()
