@@ -223,3 +223,34 @@ class ApiKeyError(FerryRuntimeError):
 
     code = "invalid_api_key"
     status = 400
+
+
+# -- the model registry ------------------------------------------------------------------------------------------
+
+class RegistryError(FerryRuntimeError):
+    """The model registry (:mod:`ferry.runtime.registry`) cannot do what was asked: no such version, nothing to
+    roll back to, another version live or in canary already."""
+
+    code = "registry_error"
+    status = 409
+
+
+class TransitionError(RegistryError):
+    """A change of a version's status that the registry does not allow (from and to named in the message, and in
+    ``current`` and ``target`` when given)."""
+
+    code = "invalid_transition"
+    status = 409
+
+    def __init__(self, message: str, *, current: str | None = None, target: str | None = None):
+        super().__init__(message)
+        self.current = current
+        self.target = target
+
+
+class ConflictError(RegistryError):
+    """A concurrent writer changed the registry between this writer's read and its write (a condition failed):
+    nothing of this write was kept; read again and decide again."""
+
+    code = "registry_conflict"
+    status = 409
