@@ -149,7 +149,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.server.authorize and route.authorized and not self._authorized(event):
             return
         try:
-            result = self.server.stack.invoke(route.function, event)
+            # As API Gateway invokes the function's alias, which a canary deployment splits between two versions
+            # (the captures say which model version answered; API Gateway adds no header saying it, nor does this)
+            result, _ = self.server.stack.invoke_route(route.function, event)
         except (FunctionError, StackStoppedError) as exc:  # the traceback is in the function's own log
             log.error("%s", exc)
             self._gateway_error(500, "Internal Server Error")
