@@ -31,7 +31,7 @@ help:
 	@echo "make test-unit   the unit tests alone (half a minute: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
-	@echo "make drift-demo  a real drift (Coachella tweets) noticed by the monitor over the local stack (minutes)"
+	@echo "make drift-demo  a real drift (Coachella tweets): noticed by the monitor, then repaired by an update (~15 min)"
 	@echo "make mutate  mutation testing of the contracts (mutmut; minutes, not part of make test): kill rate >= 90%"
 	@echo "make clean   remove build outputs (keeps .venv)"
 
@@ -97,9 +97,20 @@ runtime-layers:
 	$(MAKE) runtime-layer ARCH=x86_64
 	$(MAKE) runtime-layer ARCH=arm64
 
+# A deploy keeps the model versions the update loop promoted (the stack's SentimentLayerArn and MinilmLayerArn, passed
+# on); PROMOTED=reset serves the layers built here instead. After it, the update's training job gets the ferry wheel,
+# its entry script (infra/update) and the built fp32 models, in the stack's RegistryBucket (infra/update/publish.py).
+PROMOTED ?= keep
+PUBLISH := $(PY) infra/update/publish.py
 deploy: models runtime-layers $(SAM)
+	@mkdir -p build
+	$(PUBLISH) parameters --promoted $(PROMOTED) > build/deploy-parameters.txt
 	PATH="$(PY312_PATH)$$PATH" $(SAM) build && \
-		$(SAM) deploy --guided --capabilities CAPABILITY_IAM --parameter-overrides Architecture=$(ARCH)
+		$(SAM) deploy --guided --capabilities CAPABILITY_IAM --parameter-overrides Architecture=$(ARCH) \
+			$$(cat build/deploy-parameters.txt)
+	rm -f build/dist/ferry-*.whl
+	$(PY) -m pip wheel . --no-deps --quiet -w build/dist
+	$(PUBLISH) upload --wheel-dir build/dist --model $(SENTIMENT_MODEL) --layers-dir $(LAYERS)
 
 # checkov pins old boto3 and packaging: a venv of its own, as aws-sam-cli has.
 CHECKOV_VENV := .venv-checkov
@@ -121,7 +132,8 @@ test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
 # ../shared/DRIFT.md's scenario end to end: train without Coachella (once), serve, in-domain then Coachella traffic
-# with labels, until ModelDegraded; prints what it took and writes build/drift/report.png. Minutes; not in make test.
+# with labels, until ModelDegraded (build/drift/report.png); then the update runs by itself (train, build, gate,
+# canary, live) and the floor is checked on held-out texts. Minutes; not in make test.
 drift-demo: $(STAMP)
 	$(PY) demos/drift_demo.py
 

@@ -5,6 +5,7 @@ here is one, and nothing here imports more than the standard library until it is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -190,3 +191,24 @@ def mocked_s3(monkeypatch: Any, bucket: str) -> Iterator[Any]:
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=bucket)
         yield client
+
+
+@contextlib.contextmanager
+def template_tables(monkeypatch: Any, *logical_ids: str) -> Iterator[dict[str, Any]]:
+    """moto's in-process DynamoDB with the template's tables of `logical_ids` (their key schemas read from
+    template.yaml, so a test cannot drift from it), by logical id."""
+    import boto3
+    from moto import mock_aws
+
+    from ferry.local import template as tpl
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
+        made = {}
+        for logical_id, arguments in tpl.tables(tpl.load_template(ROOT / "template.yaml")).items():
+            if logical_id in logical_ids:
+                dynamodb.create_table(**arguments)
+                made[logical_id] = dynamodb.Table(arguments["TableName"])
+        yield made

@@ -11,12 +11,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ferry.commands import batch, build, captures, feedback, invoke, keys, models, monitor, predict, serve, train
+from ferry.commands import (
+    batch,
+    build,
+    captures,
+    feedback,
+    invoke,
+    keys,
+    models,
+    monitor,
+    predict,
+    serve,
+    train,
+    update,
+)
 from ferry.commands._common import EXIT_INTERRUPTED, fail, message_of
 from ferry.exceptions import FerryError
 
 # in the order --help lists them
-COMMANDS = (build, train, predict, models, serve, invoke, batch, feedback, monitor, keys, captures)
+COMMANDS = (build, train, predict, models, serve, invoke, batch, feedback, monitor, update, keys, captures)
 
 
 def make_parser() -> argparse.ArgumentParser:

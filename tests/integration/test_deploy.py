@@ -34,9 +34,16 @@ CONDITION_VALUES: dict[str, list[Any]] = {
     "BatchReservedConcurrency": [10, 0],
     "AlarmEmail": ["", "oncall@example.com"],
 }
+# Parameters whose conditions only choose a value, the same way in every combination (a model layer: the template's
+# own, or the version the update loop promoted): each is set over one combination rather than multiplied in.
+SENTIMENT_ARN = "arn:aws:lambda:us-east-1:123456789012:layer:ferry-sentiment:7"
+MINILM_ARN = "arn:aws:lambda:us-east-1:123456789012:layer:ferry-minilm:3"
+SWAPPED_VALUES: dict[str, list[Any]] = {"SentimentLayerArn": [SENTIMENT_ARN], "MinilmLayerArn": [MINILM_ARN]}
 JWT = {"JwtIssuer": "https://issuer.example.com/", "JwtAudience": ["ferry"]}
 COMBINATIONS = [dict(zip(CONDITION_VALUES, values, strict=True))
                 for values in itertools.product(*CONDITION_VALUES.values())]
+COMBINATIONS += [{**COMBINATIONS[0], "SentimentLayerArn": SENTIMENT_ARN},
+                 {**COMBINATIONS[-1], "SentimentLayerArn": SENTIMENT_ARN, "MinilmLayerArn": MINILM_ARN}]
 
 
 def _id(parameters: dict[str, Any]) -> str:
@@ -154,7 +161,9 @@ def test_every_condition_parameter_is_combined():
     template = _sam_template()
     read = {name for expression in template["Conditions"].values() for name in _references(expression)
             if name in template["Parameters"]}
-    assert read == set(CONDITION_VALUES)
+    assert read == set(CONDITION_VALUES) | set(SWAPPED_VALUES)
+    for name, values in SWAPPED_VALUES.items():  # each value of a swapped parameter is deployed by some combination
+        assert all(any(combination.get(name) == value for combination in COMBINATIONS) for value in values), name
 
 
 def test_the_transform_accepts_it_and_every_reference_resolves(combination):
@@ -204,6 +213,8 @@ def test_every_function_carries_layers_of_its_architecture(combination):
         assert properties["Architectures"] == [{"Ref": "Architecture"}], logical_id
         runtime = powertools = 0
         for layer in properties["Layers"]:
+            if layer.get("Ref") in SWAPPED_VALUES:  # a promoted model layer: ONNX files, the same on both
+                continue
             if "Ref" in layer:
                 compatible = resources[layer["Ref"]]["Properties"].get("CompatibleArchitectures")
                 if compatible is not None:  # model layers hold ONNX files, the same on both
@@ -329,3 +340,216 @@ def test_large_batch_files_go_to_a_distributed_map_the_batch_function_can_start(
                 for statement in policy["PolicyDocument"]["Statement"]]
     assert any(statement["Action"] == "states:StartExecution" and statement["Resource"]["Fn::Sub"].endswith(name)
                for statement in policies)  # the batch function may start it
+
+
+# -- the maintenance loop: promotion through the stack, CodeDeploy's canary, the update state machine ----------------
+
+CODEDEPLOY_LAMBDA_CONFIGS = {  # CodeDeploy's predefined Lambda deployment configurations, less the prefix
+    "Canary10Percent5Minutes", "Canary10Percent10Minutes", "Canary10Percent15Minutes", "Canary10Percent30Minutes",
+    "Linear10PercentEvery1Minute", "Linear10PercentEvery2Minutes", "Linear10PercentEvery3Minutes",
+    "Linear10PercentEvery10Minutes", "AllAtOnce"}
+MODEL_LAYERS = {"SentimentLayerArn": "SentimentModelLayer", "MinilmLayerArn": "MinilmModelLayer"}
+
+
+@pytest.fixture(scope="module")
+def default_stack() -> dict[str, Any]:
+    return deployed(transform({}), {})
+
+
+def _by_service(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {resource["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]: resource["Properties"]
+            for resource in resources.values() if resource["Type"] == "AWS::Lambda::Function"}
+
+
+def _statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return [statement for policy in resources[role]["Properties"].get("Policies", [])
+            for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_the_api_invokes_the_predict_alias_that_codedeploy_shifts_on_the_api_s_own_alarms(default_stack):
+    resources = default_stack
+    (alias_id,) = [logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"]
+    assert resources["PredictIntegration"]["Properties"]["IntegrationUri"] == {"Ref": alias_id}  # not $LATEST
+    assert resources["PredictInvokePermission"]["Properties"]["FunctionName"] == {"Ref": alias_id}
+    update = resources[alias_id]["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+    group = resources[update["DeploymentGroupName"]["Ref"]]["Properties"]
+    alarms = [alarm["Name"]["Ref"] for alarm in group["AlarmConfiguration"]["Alarms"]]
+    assert alarms == ["Api5xxRateAlarm", "LatencyP95Alarm"] and group["AlarmConfiguration"]["Enabled"]
+    for alarm in alarms:  # the handler answers failures with 500s: Lambda's Errors metric would never move
+        namespaces = json.dumps(resources[alarm]["Properties"])
+        assert "AWS/Lambda" not in namespaces and ("AWS/ApiGateway" in namespaces or "Ferry" in namespaces)
+    assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+    assert group["DeploymentConfigName"]["Fn::Sub"][1] == {"ConfigName": "Canary10Percent10Minutes"}
+    assert set(_sam_template()["Parameters"]["CanaryDeployment"]["AllowedValues"]) == CODEDEPLOY_LAMBDA_CONFIGS
+    chosen = deployed(transform({"CanaryDeployment": "AllAtOnce"}), {"CanaryDeployment": "AllAtOnce"})
+    (group_id,) = [logical_id for logical_id, r in chosen.items() if r["Type"] == "AWS::CodeDeploy::DeploymentGroup"]
+    assert chosen[group_id]["Properties"]["DeploymentConfigName"]["Fn::Sub"][1] == {"ConfigName": "AllAtOnce"}
+
+
+def test_a_model_layer_alone_publishes_a_new_predict_version_for_the_alias(default_stack):
+    """SAM names the alias's version by a hash of the code, environment and memory: a promoted layer alone leaves
+    the name as it was, so the version's description, which names the layer versions, is what replaces it."""
+    promoted_parameters = {"SentimentLayerArn": SENTIMENT_ARN}
+    promoted = deployed(transform(promoted_parameters), promoted_parameters)
+    versions = [{logical_id: r for logical_id, r in resources.items() if r["Type"] == "AWS::Lambda::Version"}
+                for resources in (default_stack, promoted)]
+    assert list(versions[0]) == list(versions[1])  # the same logical id: SAM alone would publish nothing
+    for resources, version in zip((default_stack, promoted), versions, strict=True):
+        (properties,) = [r["Properties"] for r in version.values()]
+        text, names = properties["Description"]["Fn::Sub"]
+        assert set(re.findall(r"\$\{(\w+)\}", text)) == set(names) and len(text) < 100
+        layers = {name: _references(value) for name, value in names.items()}
+        expected = "SentimentLayerArn" if resources is promoted else next(
+            logical_id for logical_id in resources if logical_id.startswith("SentimentModelLayer"))
+        assert layers["Sentiment"] == {expected}
+        assert next(iter(layers["Minilm"])).startswith("MinilmModelLayer")
+        select = names["Sentiment"]["Fn::Select"]
+        assert select[1]["Fn::Split"][0] == ":" and SENTIMENT_ARN.split(":")[select[0]] == "7"  # the layer version
+
+
+def test_every_function_serves_the_promoted_layer_when_its_parameter_is_set(default_stack):
+    promoted_parameters = {"SentimentLayerArn": SENTIMENT_ARN, "MinilmLayerArn": MINILM_ARN}
+    promoted = deployed(transform(promoted_parameters), promoted_parameters)
+    for resources, given in ((default_stack, False), (promoted, True)):
+        with_models = {service: [layer for layer in properties["Layers"]
+                                 if _references(layer) & (set(MODEL_LAYERS) | {"SentimentModelLayer"})
+                                 or any(name.startswith(tuple(MODEL_LAYERS.values())) for name in _references(layer))]
+                       for service, properties in _by_service(resources).items()}
+        models = {service: layers for service, layers in with_models.items() if layers}
+        assert set(models) == {"ferry-predict", "ferry-batch", "ferry-feedback", "ferry-monitor", "ferry-update"}
+        for layers in models.values():
+            names = [next(iter(_references(layer))) for layer in layers]
+            if given:
+                assert names == ["SentimentLayerArn", "MinilmLayerArn"]
+            else:
+                assert [name.rstrip("0123456789abcdef") for name in names] == list(MODEL_LAYERS.values())
+
+
+def test_the_update_function_is_told_every_layer_parameter_and_may_change_only_this_stack(default_stack):
+    template = _sam_template()
+    update = _by_service(default_stack)["ferry-update"]
+    variables = update["Environment"]["Variables"]
+    parameters = dict(part.split("=") for part in variables["FERRY_LAYER_PARAMETERS"].split(","))
+    assert set(parameters.values()) == set(MODEL_LAYERS)
+    names = dict(part.split("=") for part in variables["FERRY_LAYER_NAMES"]["Fn::Sub"].split(","))
+    for model, parameter in parameters.items():
+        layer = template["Resources"][MODEL_LAYERS[parameter]]["Properties"]["LayerName"]["Fn::Sub"]
+        assert names[model] == layer  # candidates go where the stack's own layer versions are
+    assert (update["Timeout"], update["MemorySize"], update["EphemeralStorage"]) == (300, 2048, {"Size": 1024})
+    role = update["Role"]["Fn::GetAtt"][0]
+    statements = _statements(default_stack, role)
+    stack = [s for s in statements if _actions(s) & {"cloudformation:UpdateStack"}]
+    assert [s["Resource"] for s in stack] == [{"Ref": "AWS::StackId"}]
+    publish = next(s for s in statements if "lambda:PublishLayerVersion" in _actions(s))
+    assert sorted(r["Fn::Sub"].split(":layer:")[1] for r in publish["Resource"]) == sorted(names.values())
+    passed = next(s for s in statements if "iam:PassRole" in _actions(s))
+    assert passed["Condition"] == {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}
+    assert not any(s.get("Resource") == "*" for s in statements)
+
+
+def test_model_degraded_starts_the_update_machine_which_may_train_only_through_its_own_role(default_stack):
+    resources = default_stack
+    machine_id = next(logical_id for logical_id, r in resources.items()
+                      if r["Type"] == "AWS::StepFunctions::StateMachine" and logical_id.startswith("Update"))
+    rules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"
+             and any(target["Arn"] == {"Ref": machine_id} for target in r["Properties"]["Targets"])]
+    assert [rule["EventPattern"] for rule in rules] == [{"source": ["ferry.monitor"], "detail-type": ["ModelDegraded"],
+                                                         "detail": {"model": ["sentiment"]}}]
+    statements = _statements(resources, resources[machine_id]["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    training = next(s for s in statements if "sagemaker:CreateTrainingJob" in _actions(s))
+    assert training["Resource"]["Fn::Sub"].endswith(":training-job/ferry-*")
+    passed = next(s for s in statements if "iam:PassRole" in _actions(s))
+    assert passed["Resource"] == {"Fn::GetAtt": ["TrainingRole", "Arn"]}
+    assert passed["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    invoke = next(s for s in statements if "lambda:InvokeFunction" in _actions(s))
+    assert "UpdateFunction" in json.dumps(invoke["Resource"])
+    outcome = resources["ModelUpdateOutcomeRule"]["Properties"]
+    assert outcome["EventPattern"]["detail-type"] == ["ModelUpdateRejected", "ModelRolledBack", "ModelUpdateFailed"]
+    assert outcome["Targets"][0]["Arn"] == {"Ref": "AlarmTopic"}
+    allowed = [s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in
+               resources["AlarmTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"] if "ArnEquals" in
+               s.get("Condition", {})]
+    assert {"Fn::GetAtt": ["ModelUpdateOutcomeRule", "Arn"]} in allowed
+    failed = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+              and r["Properties"].get("Dimensions") == [{"Name": "StateMachineArn", "Value": {"Ref": machine_id}}]]
+    assert [alarm["MetricName"] for alarm in failed] == ["ExecutionsFailed"]
+
+
+def test_the_registry_bucket_takes_tls_only_and_is_an_output(default_stack):
+    statement, = default_stack["RegistryBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Condition"]) == (
+        "Deny", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
+    bucket = default_stack["RegistryBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    outputs = _sam_template()["Outputs"]
+    assert outputs["RegistryBucketName"]["Value"] == {"Ref": "RegistryBucket"}
+    assert outputs["UpdateStateMachineArn"]["Value"] == {"Ref": "UpdateStateMachine"}
+
+
+def test_the_update_function_s_gate_step_judges_real_int8_layers(bert_build, eval_csv, tmp_path, monkeypatch):
+    """The gate step as it runs in Lambda: the candidate's layer.zip out of a training job's model.tar.gz in S3,
+    both int8 models loaded by the runtime's Predictor, the gate.json beside the handler. The candidate here is the
+    live model built again: no row differs, and the gate refuses a candidate that is no better."""
+    import csv
+    import io
+    import tarfile
+
+    import boto3
+    from moto import mock_aws
+
+    from ferry.local import template as tpl
+    from ferry.runtime import update_task
+    from ferry.runtime.registry import Registry
+    from ferry.update.job import zip_layer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    model, update_id, bucket = bert_build.name, "an-execution", "ferry-registry"
+    with eval_csv.open(encoding="utf-8") as handle:
+        rows = [(row["text"], row["label"]) for row in csv.DictReader(handle)]
+    files = {"result.json": json.dumps({"built": True, "version": bert_build.version,
+                                        "manifest": bert_build.manifest.to_dict()}).encode(),
+             "layer.zip": zip_layer(bert_build.layer_dir, tmp_path / "layer.zip").read_bytes()}
+    for name, part in (("reference", rows[:150]), ("feedback", rows[150:])):
+        files[f"gate-data/{name}.jsonl"] = "".join(json.dumps({"text": text, "label": label}) + "\n"
+                                                   for text, label in part).encode()
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="job/model.tar.gz", Body=packed.getvalue())
+        arguments = tpl.tables(tpl.load_template(TEMPLATE))["ModelRegistryTable"]
+        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(**arguments)
+        registry = Registry(dynamodb.Table(arguments["TableName"]))
+        registry.acquire(model, update_id, 3600)
+        registry.start_update(model, update_id, by="test")
+        settings = update_task.UpdateSettings(
+            bucket=bucket, stack="ferry", layer_parameters={model: "SentimentLayerArn"}, layer_names={model: model},
+            models_path=(bert_build.layer_dir / "models",), work=tmp_path / "work",
+            gate_file=ROOT / "functions" / "update" / "gate.json")
+        state = {"lock": {"model": model, "update_id": update_id, "acquired": True},
+                 "train": {"model_uri": f"s3://{bucket}/job/model.tar.gz"}}
+        verdict = update_task.handle({"step": "gate", "execution": update_id, "state": state}, registry=registry,
+                                     feedback=None, captures=None, s3=s3, cloudformation=None, events=None,
+                                     lambda_client=None, settings=settings)
+        stored = json.loads(s3.get_object(Bucket=bucket, Key=f"updates/{model}/{update_id}/gate.json")["Body"].read())
+        recorded = registry.get_update(model, update_id).steps["gate"]
+    assert (verdict["built"], verdict["version"], verdict["live_version"]) == (True, bert_build.version,
+                                                                             bert_build.version)
+    assert verdict["passed"] is False and "the models differ on 0 rows" in verdict["summary"]
+    assert stored["slices"]["reference"]["rows"] == 150 and stored["slices"]["feedback"]["rows"] == 150
+    assert stored["slices"]["feedback"]["live"] == stored["slices"]["feedback"]["candidate"]
+    assert recorded == verdict

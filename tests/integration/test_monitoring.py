@@ -21,7 +21,8 @@ LABELS = ("negative", "positive")
 
 @pytest.fixture(scope="module")
 def server(serving_layers: Path) -> Iterator[Server]:
-    served = Server(serving_layers, "--monitor-every", "2", env={"FERRY_MONITOR_SETTLE_SECONDS": "0"})
+    # --no-updates: the wrong labels below would start an update of the tiny model (tests/e2e has the loop)
+    served = Server(serving_layers, "--monitor-every", "2", "--no-updates", env={"FERRY_MONITOR_SETTLE_SECONDS": "0"})
     try:
         yield served
     finally:

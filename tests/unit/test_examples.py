@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from ferry.local import template as tpl
 from ferry.runtime.examples import labelled_examples, read_examples_file, write_examples
 from ferry.runtime.feedback import FeedbackService
 from ferry.runtime.ids import PredictionIds
 from ferry.runtime.manifest import FileEntry, Manifest
 
-from helpers import ROOT
+from helpers import template_tables
 
 IDS = PredictionIds("a stack secret that is long enough")
 NOW = 1_800_000_000.0
@@ -22,18 +21,7 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture()
 def tables(monkeypatch) -> Iterator[dict[str, Any]]:
-    import boto3
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        made = {}
-        for logical_id, arguments in tpl.tables(tpl.load_template(ROOT / "template.yaml")).items():
-            if logical_id in ("FeedbackTable", "CaptureTable"):
-                dynamodb.create_table(**arguments)
-                made[logical_id] = dynamodb.Table(arguments["TableName"])
+    with template_tables(monkeypatch, "FeedbackTable", "CaptureTable") as made:
         yield made
 
 

@@ -9,10 +9,45 @@ from ferry.commands._common import DEFAULT_LAYERS_DIR, CommandError, Subparsers,
 
 
 def register(subparsers: Subparsers) -> None:
-    models = subparsers.add_parser("models", help="list the built models")
+    models = subparsers.add_parser("models", help="list the built models; `ferry models history NAME`: its versions")
     models.add_argument("--layers-dir", type=Path, default=None,
                         help=f"folder of layers (default {DEFAULT_LAYERS_DIR}, or FERRY_MODELS_DIR when it is set)")
     models.set_defaults(run=run)
+    actions = models.add_subparsers(dest="action", required=False, metavar="ACTION")
+    history = actions.add_parser("history", help="every registered version of a model of the running `ferry "
+                                 "serve`: status, who changed it and why, the gate's verdict")
+    history.add_argument("model")
+    history.add_argument("--json", action="store_true", help="the registry's entries as JSON")
+    history.add_argument("--template", type=Path, help="the SAM template (default: template.yaml here)")
+    history.set_defaults(run=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    import json
+
+    from ferry.local import running
+    from ferry.runtime.registry import Registry
+    from ferry.update.local import tables_of
+
+    root = args.template.resolve().parent if args.template is not None else Path.cwd()
+    registry = Registry(tables_of(running.find(root)).registry)
+    entries = registry.versions(args.model)
+    if args.json:
+        print(json.dumps({"versions": [entry.to_dict() for entry in entries],
+                          "events": [event.to_dict() for event in registry.events(args.model)]}, indent=1))
+        return 0
+    if not entries:
+        raise CommandError(f"{args.model}: no registered version (the registry learns the live one at the first "
+                           "update: ferry update)")
+    for entry in entries:
+        print(f"{entry.version}  {entry.status:11} created {entry.created_at} by {entry.by}")
+        for change in entry.history:
+            force = " (forced: the gate was skipped)" if change.get("force") else ""
+            print(f"    {change.get('at', '')}  {change.get('from') or '-'} -> {change.get('to')}  by "
+                  f"{change.get('by')}: {change.get('why', '')}{force}")
+        if entry.gate and entry.gate.get("summary"):
+            print("    gate: " + str(entry.gate["summary"]).replace("\n", "\n          "))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

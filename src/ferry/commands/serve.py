@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferry.commands._common import Subparsers, UsageError, progress
@@ -23,6 +25,13 @@ def register(subparsers: Subparsers) -> None:
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (off by default, as sam local)")
     serve.add_argument("--monitor-every", type=_seconds, metavar="SECONDS",
                        help="run the monitor function this often (default: the template's MonitorEveryMinutes)")
+    serve.add_argument("--no-updates", dest="updates", action="store_false",
+                       help="do not run the maintenance loop (by default a ModelDegraded event, or `ferry update`, "
+                       "retrains, gates and promotes through a canary in this process)")
+    serve.add_argument("--canary-seconds", type=_seconds, metavar="SECONDS",
+                       help="how long a canary serves its share before it goes live (default: the update's)")
+    serve.add_argument("--min-labels", type=_count, metavar="N",
+                       help="labelled examples since the trigger an update waits for (default: the update's)")
     add_template(serve)
     serve.set_defaults(run=run)
 
@@ -40,13 +49,21 @@ def run(args: argparse.Namespace) -> int:
         if args.api_key is None and not is_loopback(host):
             sys.stderr.write(open_host_warning(host))
             sys.stderr.flush()
-        print(banner(url, stack, args.api_key is not None), flush=True)
+        print(banner(url, stack, args.api_key is not None, updates=args.updates), flush=True)
 
     root, layers_dir, template = project(args)
+    updates = None
+    if args.updates:
+        from ferry.update.config import UpdateConfig
+
+        folder = Path(os.environ.get(UPDATES_DIR_ENV) or root / "build")  # the updates' files and the versions kept
+        given = {name: value for name, value in (("canary_seconds", args.canary_seconds),
+                                                 ("min_labels", args.min_labels)) if value is not None}
+        updates = UpdateConfig(**given, work=folder / "updates", store=folder / "registry")
     try:
         with local_errors():
             stopped = serve(root, layers_dir, template, host=host, port=port, api_key=args.api_key,
-                            progress=progress(args), on_ready=ready,
+                            progress=progress(args), on_ready=ready, updates=updates,
                             schedules=None if args.monitor_every is None else {MONITOR: args.monitor_every})
     except ApiKeyError as exc:
         raise UsageError(f"--api-key: {exc}") from None
@@ -58,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 MONITOR = "MonitorFunction"  # the template's scheduled monitor
+UPDATES_DIR_ENV = "FERRY_UPDATES_DIR"  # where updates keep their files (default <project>/build)
 
 
 def _seconds(text: str) -> float:
@@ -70,7 +88,13 @@ def _seconds(text: str) -> float:
     return value
 
 
-def banner(url: str, stack: LocalStack, keyed: bool) -> str:
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def banner(url: str, stack: LocalStack, keyed: bool, updates: bool = False) -> str:
     """What is served where, and a request to try. The key is never echoed: the banner lands in terminals,
     scrollback and CI logs."""
     from ferry.runtime import discover_models, layer_models_dirs
@@ -81,6 +105,9 @@ def banner(url: str, stack: LocalStack, keyed: bool) -> str:
     for schedule in stack.schedules:
         lines.append(f"  {schedule.function} runs every {schedule.seconds:g} s (ferry monitor runs it now; "
                      "ferry status, ferry report)")
+    if updates and "ModelRegistryTable" in stack.resources():
+        lines.append("  updates: a ModelDegraded retrains on the feedback, gates and promotes through a canary "
+                     "(ferry update, ferry models history, ferry rollback)")
     if keyed:
         lines.append("  export FERRY_API_KEY=<the key given to --api-key>")
     lines.append(f"  curl -s {url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "

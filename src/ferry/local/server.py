@@ -28,6 +28,8 @@ from ferry.local.exceptions import ListenError, StartCancelledError
 
 if TYPE_CHECKING:
     from ferry.local.stack import LocalStack
+    from ferry.update.config import UpdateConfig
+    from ferry.update.local import Controller
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_HOST = "127.0.0.1"  # this machine only, as `sam local start-api`
@@ -106,16 +108,33 @@ class Stopped:
     served: bool
 
 
+def _start_updates(stack: LocalStack, updates: UpdateConfig | None) -> Controller | None:
+    if updates is None:
+        return None
+    from ferry.update.local import Controller, unsupported
+
+    why = unsupported(stack.template)
+    if why is not None:
+        if stack.echo is not None:
+            stack.echo(f"ferry: updates off: {why}")
+        return None
+    return Controller(stack, updates, echo=stack.echo).start()
+
+
 def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, host: str = DEFAULT_HOST,
           port: int = DEFAULT_PORT, api_key: str | None = None, progress: Callable[[str], None] | None = None,
           on_ready: Callable[[str, LocalStack], None] | None = None,
-          schedules: Mapping[str, float] | None = None) -> Stopped:
+          schedules: Mapping[str, float] | None = None, updates: UpdateConfig | None = None) -> Stopped:
     """Start the local stack and its HTTP API on `host`:`port`, call `on_ready(url, stack)` and serve until SIGINT
     or SIGTERM; then stop everything and say how it ended. Call it from the main thread (signals go there).
 
     While it serves, the template's scheduled functions run on their rates (`schedules` overrides them: logical id
     -> seconds), and ``<root>/.ferry/serve.json`` says where the stack is (:mod:`ferry.local.running`), so that
     `ferry monitor`, `ferry status`, `ferry report` and `ferry feedback` find it; the file goes when it stops.
+
+    With `updates`, the stack runs the maintenance loop too (:class:`ferry.update.local.Controller`): a
+    ``ModelDegraded`` from the monitor, or a request of `ferry update`, `ferry promote` or `ferry rollback`, runs
+    in this process, one at a time per model.
 
     Raises what the start raises (TemplateError, LayersNotFoundError, FunctionInitError), ListenError when the
     address cannot be listened on and ApiKeyError for a key too short, everything stopped first.
@@ -130,6 +149,7 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
         gateway: Gateway | None = None
         serving = False
         written: Path | None = None
+        controller: Controller | None = None
         try:
             stack.start(cancelled=lambda: signals.requested)
             if not signals.requested:
@@ -140,6 +160,7 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
                 gateway.serve_in_background()
                 serving = True
                 stack.start_schedules(schedules)
+                controller = _start_updates(stack, updates)
                 written = running.write(root, gateway.url, stack, api_key=api_key is not None)
                 if on_ready is not None:
                     on_ready(gateway.url, stack)
@@ -147,6 +168,8 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
         except StartCancelledError:
             received = signals.wait()
         finally:
+            if controller is not None:
+                controller.stop()
             if written is not None:
                 running.remove(written)
             if gateway is not None and serving:

@@ -23,9 +23,14 @@ from typing import Any
 from ferry.runtime.aws import batch_get
 from ferry.runtime.monitor import query_range
 
-__all__ = ["Example", "ExampleSet", "labelled_examples", "read_examples_file", "write_examples"]
+__all__ = ["MIN_LABELS", "MIN_PER_LABEL", "Example", "ExampleSet", "labelled_examples", "read_examples_file",
+           "too_few", "write_examples"]
 
 _FOREVER_MS = 2**62
+# An update trains on the feedback and holds some out for its gate: at detection there may be 150 labels, too few
+# for both. It waits for this many labelled examples since the windows that fired, and this many of each label.
+MIN_LABELS = 600
+MIN_PER_LABEL = 40
 
 
 @dataclass(frozen=True)
@@ -124,3 +129,20 @@ def read_examples_file(path: Path) -> list[Example]:
                                     prediction_id=str(value["prediction_id"]), version=str(value["version"]),
                                     epoch_ms=int(value["epoch_ms"]), sampled=bool(value.get("sampled"))))
     return examples
+
+
+def too_few(found: ExampleSet, recent: Sequence[Any], labels: Sequence[str], min_labels: int = MIN_LABELS,
+            min_per_label: int = MIN_PER_LABEL) -> str | None:
+    """Why the examples cannot make an update yet, or None when they can: no example at all; fewer than
+    `min_labels` `recent` ones (since the trigger); fewer than `min_per_label` of one of the model's `labels`.
+    The one rule of the local update (:mod:`ferry.update.steps`) and the cloud's (:mod:`ferry.runtime.update_task`)."""
+    if not found.examples:
+        return (f"no labelled feedback with its text ({found.labels_read} labels read, {found.without_text} "
+                "without text: send the text with each label or deploy with CaptureText on)")
+    if len(recent) < min_labels:
+        return f"{len(recent)} labelled examples since the trigger, fewer than the {min_labels} an update needs"
+    counts = found.by_label()
+    short = [f"{label} {counts.get(label, 0)}" for label in labels if counts.get(label, 0) < min_per_label]
+    if short:
+        return f"too few examples of {', '.join(short)} (at least {min_per_label} each)"
+    return None

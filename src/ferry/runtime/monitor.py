@@ -539,8 +539,12 @@ class Monitor:
                 opened_now = True
                 episode = {"id": f"{manifest.name}-{manifest.version}-{now_ms}", "opened_ms": now_ms,
                            "version": manifest.version, "firings": 0, "tests": []}
+                # since_ms: where the traffic that fired began (the earliest window's start): an update counts
+                # and gates on the feedback from there (ferry.update)
                 state.setdefault("outbox", []).append(self._event(DEGRADED, manifest.name, manifest.version, {
-                    "episode": episode["id"], "evidence": [f.to_dict() for f in health.firings]}))
+                    "episode": episode["id"], "opened_ms": now_ms,
+                    "since_ms": min(int(f.window["from_ms"]) for f in health.firings) - 1,
+                    "evidence": [f.to_dict() for f in health.firings]}))
             state["quiet"] = 0  # counted again below, from the windows after the last firing of this run
             episode["firings"] = int(episode["firings"]) + len(health.firings)
             episode["tests"] = sorted(set(episode["tests"]) | {f.test for f in health.firings})
