@@ -12,6 +12,7 @@ what is left of the group once the server has exited is what it left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -215,3 +216,22 @@ def signal_once(server: Serve, moment: str, number: signal.Signals, chance: rand
     crashes = [line for line in server.err if line.startswith("Traceback")]  # not a function's JSON log of one
     assert not crashes, f"{what}\n{server.output()}"
     return took
+
+
+CHILD = "import time; time.sleep(0.5); from ferry.local.signals import ignore_sigint; ignore_sigint(); print('alive')"
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+def test_a_child_started_with_sigint_blocked_survives_a_ctrl_c_before_it_can_ignore_it(blocked):
+    """The window a Ctrl-C used to hit: the child's interpreter starting, before its code ignores SIGINT."""
+    from ferry.local.signals import sigint_blocked
+
+    with sigint_blocked() if blocked else contextlib.nullcontext():
+        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=offline_env())
+    child.send_signal(signal.SIGINT)  # at once: it is still starting
+    out, err = child.communicate(timeout=30)
+    if blocked:
+        assert (child.returncode, out.strip(), err) == (0, "alive", "")
+    else:  # what the stack's children did before: killed by it, or KeyboardInterrupt with a traceback
+        assert child.returncode != 0 and out == ""

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ferry.local.exceptions import LocalError, StartCancelledError
+from ferry.local.signals import ignore_sigint, sigint_blocked
 
 READY_TIMEOUT_S = 60.0
 _POLL_S = 0.05
@@ -52,10 +52,11 @@ class EmbeddedAws:
         """Start the process and learn its port (:attr:`endpoint`); moto imports while this returns."""
         read, write = os.pipe()
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ferry.local.aws", "--parent", str(os.getpid()), ",".join(self.services),
-                 str(write)],
-                env=self.environment, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write,))
+            with sigint_blocked():  # it unblocks SIGINT once it ignores it (ferry.local.signals)
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "ferry.local.aws", "--parent", str(os.getpid()), ",".join(self.services),
+                     str(write)],
+                    env=self.environment, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write,))
         except BaseException:
             os.close(read)
             raise
@@ -116,7 +117,7 @@ def _lifeline() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # ferry.local.signals: it came blocked
     arguments = sys.argv[1:] if argv is None else argv
     services, report = arguments[-2], int(arguments[-1])  # [--parent PID] SERVICES FD: --parent names whose it is
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)

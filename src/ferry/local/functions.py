@@ -37,6 +37,7 @@ from ferry.local.exceptions import (
     StartCancelledError,
 )
 from ferry.local.logs import LogLine, LogStream
+from ferry.local.signals import sigint_blocked
 from ferry.local.template import Function
 from ferry.local.worker import MARKER, Channel
 
@@ -98,10 +99,11 @@ class Worker:
             try:
                 if self._stopping:
                     raise StackStoppedError(f"{self.name}: the function is stopped")
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "ferry.local.worker", "--parent", str(os.getpid()), json.dumps(config)],
-                    env=self.environment, cwd=self.function.code_uri, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(requests_read, responses_write))
+                with sigint_blocked():  # it unblocks SIGINT once it ignores it (ferry.local.signals)
+                    self.process = subprocess.Popen(
+                        [sys.executable, "-m", "ferry.local.worker", "--parent", str(os.getpid()), json.dumps(config)],
+                        env=self.environment, cwd=self.function.code_uri, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(requests_read, responses_write))
             except BaseException:
                 os.close(requests_write)
                 os.close(responses_read)

@@ -33,7 +33,6 @@ import json
 import os
 import queue
 import select
-import signal
 import struct
 import sys
 import threading
@@ -42,6 +41,7 @@ import traceback
 from typing import Any
 
 from ferry.local.context import LambdaContext
+from ferry.local.signals import ignore_sigint
 
 MARKER = "\x1eferry-local flushed "  # starts with ASCII RS: no log line of a function's own looks like it
 _HEADER = struct.Struct("!Q")
@@ -148,7 +148,7 @@ def _read_requests(channel: Channel, requests: queue.Queue[dict[str, Any]]) -> N
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # ferry.local.signals: it came blocked
     arguments = sys.argv[1:] if argv is None else argv
     config = json.loads(arguments[-1])  # [--parent PID] CONFIG: the parent's pid names whose worker this is
     channel = Channel(config["requests"], config["responses"])
