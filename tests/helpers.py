@@ -212,3 +212,18 @@ def template_tables(monkeypatch: Any, *logical_ids: str) -> Iterator[dict[str, A
                 dynamodb.create_table(**arguments)
                 made[logical_id] = dynamodb.Table(arguments["TableName"])
         yield made
+
+
+def workers_of_this_process() -> list[int]:
+    """The live function worker processes this process started (Linux: /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        state, parent = stat[stat.rindex(")") + 2:].split()[:2]
+        if int(parent) == os.getpid() and state != "Z" and b"ferry.local.worker" in command:
+            found.append(int(entry))
+    return found

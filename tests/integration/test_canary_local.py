@@ -28,7 +28,7 @@ from ferry.local.gateway import Gateway, api_event
 from ferry.local.stack import CANARY, PRIMARY, LocalStack
 from ferry.runtime.ids import PREDICTION_ID_PATTERN
 
-from helpers import ROOT, build_tiny_layer
+from helpers import ROOT, build_tiny_layer, workers_of_this_process
 
 MODEL = "tiny-bert"
 PREDICT = "PredictFunction"
@@ -163,7 +163,7 @@ def test_a_canary_answers_its_weight_of_the_requests_with_its_model_version(api,
     for side in (PRIMARY, CANARY):
         assert (traffic[side].errors_5xx, traffic[side].errors_4xx) == (0, 0)
         assert len(traffic[side].latencies_ms) == traffic[side].requests
-        assert 0 < traffic[side].p50 <= traffic[side].p95
+        assert 0 < traffic[side].p50_ms <= traffic[side].p95_ms
     # each side answers with its own model version
     event = api_event("POST", PATH, {"content-type": "application/json"}, b'{"inputs": "hello"}',
                       f"POST {PATH}", {"model": MODEL}, "127.0.0.1")
@@ -192,7 +192,7 @@ def test_a_canary_that_answers_5xx_is_counted_on_its_side_only(api, versions):
     traffic = stack.traffic(PREDICT)
     assert (traffic[CANARY].requests, traffic[CANARY].errors_5xx) == (seen[503, None], seen[503, None])
     assert (traffic[PRIMARY].requests, traffic[PRIMARY].errors_5xx) == (seen[200, versions.v1], 0)
-    assert traffic[CANARY].error_rate_5xx == 1.0 and traffic[PRIMARY].error_rate_5xx == 0.0
+    assert traffic[CANARY].error_rate == 1.0 and traffic[PRIMARY].error_rate == 0.0
     stack.clear_canary(PREDICT)
     assert answers(url, 10) == {(200, versions.v1): 10}
 
@@ -258,21 +258,6 @@ def test_a_reload_serves_a_layer_swapped_on_disk_without_failing_a_request(api, 
     assert answers(url, 10) == {(200, versions.v2): 10}
 
 
-def workers_of_this_process() -> set[int]:
-    """The live function processes this process started (Linux: /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        state, parent = stat[stat.rindex(")") + 2:].split()[:2]
-        if int(parent) == os.getpid() and state != "Z" and b"ferry.local.worker" in command:
-            found.add(int(entry))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_stopping_the_stack_stops_its_canary_too(api, versions):
     stack, url = api  # the module's last test: it stops the module's stack
@@ -280,7 +265,7 @@ def test_stopping_the_stack_stops_its_canary_too(api, versions):
     assert {status for status, _ in answers(url, 10)} == {200}
     pids = {pid for function in stack.functions.values() for pid in function.pids}
     pids |= set(stack.canary_function(PREDICT).pids)
-    assert len(pids) == len(stack.functions) + 1 and pids <= workers_of_this_process()
+    assert len(pids) == len(stack.functions) + 1 and pids <= set(workers_of_this_process())
     stack.stop()
-    assert gone(sorted(pids)) and not workers_of_this_process() & pids
+    assert gone(sorted(pids)) and not set(workers_of_this_process()) & pids
     assert predict(url)[0] == 500  # the gateway still answers, as API Gateway would with its functions gone

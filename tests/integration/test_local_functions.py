@@ -24,6 +24,8 @@ from ferry.local.exceptions import (
 )
 from ferry.local.stack import LocalStack
 
+from helpers import workers_of_this_process
+
 PROBE = '''
 import ctypes
 import json
@@ -111,21 +113,6 @@ def project(root: Path, template: str) -> Path:
     (root / "layers").mkdir(exist_ok=True)
     (root / "template.yaml").write_text(template)
     return root
-
-
-def workers_of_this_process() -> list[int]:
-    """The live worker processes this process started (Linux: /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        state, parent = stat[stat.rindex(")") + 2:].split()[:2]
-        if int(parent) == os.getpid() and state != "Z" and b"ferry.local.worker" in command:
-            found.append(int(entry))
-    return found
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")

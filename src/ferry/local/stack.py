@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import random
 import secrets
@@ -38,6 +37,7 @@ from ferry.local.exceptions import FunctionError, LayersNotFoundError, StackStop
 from ferry.local.functions import INIT_TIMEOUT_S, STOP_GRACE_S, LocalFunction
 from ferry.local.logs import LogDelivery, Subscription
 from ferry.local.schedule import Schedule
+from ferry.runtime.canary import Traffic
 from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_KEYS_TABLE, ENV_MODELS_DIR
 from ferry.runtime.layout import is_model_dir, layer_models_dir, model_dir_in_layer
 from ferry.runtime.manifest import discover_models, is_valid_name, layer_models_dirs
@@ -96,37 +96,15 @@ class CanaryState:
 
 @dataclass
 class TrafficStats:
-    """The routed invocations one version answered since the canary was set, promoted or cleared (since the stack
-    started when it never had one): how many, how many were server errors (an answer of status 500 or more, or an
-    invocation that failed, which the API answers 500) and client errors (4xx), and their latencies in ms as this
-    process measured them (every one up to LATENCY_SAMPLES, then a uniform sample of them)."""
+    """Counts, as they come, of the routed invocations one version answered since the canary was set, promoted or
+    cleared (since the stack started when it never had one): how many, how many were server errors (an answer of
+    status 500 or more, or an invocation that failed, which the API answers 500) and client errors (4xx), and their
+    latencies in ms as this process measured them (every one up to LATENCY_SAMPLES, then a uniform sample)."""
 
     requests: int = 0
     errors_5xx: int = 0
     errors_4xx: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-
-    @property
-    def error_rate_5xx(self) -> float:
-        return self.errors_5xx / self.requests if self.requests else 0.0
-
-    @property
-    def p50(self) -> float | None:
-        return self.percentile(50)
-
-    @property
-    def p95(self) -> float | None:
-        return self.percentile(95)
-
-    def percentile(self, q: float) -> float | None:
-        """The `q`th percentile (0..100) of the latencies, interpolated between the two nearest; None without any."""
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        rank = (len(ordered) - 1) * min(max(q, 0.0), 100.0) / 100
-        low = math.floor(rank)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
     def record(self, status: int, latency_ms: float, sampler: random.Random) -> None:
         self.requests += 1
@@ -139,8 +117,9 @@ class TrafficStats:
         elif (slot := sampler.randrange(self.requests)) < LATENCY_SAMPLES:
             self.latencies_ms[slot] = latency_ms
 
-    def copy(self) -> TrafficStats:
-        return TrafficStats(self.requests, self.errors_5xx, self.errors_4xx, list(self.latencies_ms))
+    def snapshot(self) -> Traffic:
+        """What was counted so far, as the canary's judge reads it (:class:`ferry.runtime.canary.Traffic`)."""
+        return Traffic(self.requests, self.errors_5xx, self.errors_4xx, tuple(self.latencies_ms))
 
 
 @dataclass
@@ -485,12 +464,13 @@ class LocalStack:
         finally:
             self._give_back(function, stats, status, (time.perf_counter() - started) * 1000)
 
-    def traffic(self, logical_id: str) -> dict[str, TrafficStats]:
+    def traffic(self, logical_id: str) -> dict[str, Traffic]:
         """What each version of a function ("primary", "canary") answered of its routed invocations since its
-        canary was last set, promoted or cleared (since the stack started, when it never had one): copies."""
+        canary was last set, promoted or cleared (since the stack started, when it never had one): snapshots."""
         self._known(logical_id)
         with self._routing:
-            return {side: stats.copy() for side, stats in self._traffic.get(logical_id, _fresh_traffic()).items()}
+            return {side: stats.snapshot()
+                    for side, stats in self._traffic.get(logical_id, _fresh_traffic()).items()}
 
     def _take(self, logical_id: str, routed: bool) -> tuple[LocalFunction, str, TrafficStats | None]:
         """The version an invocation goes to, counted in flight until :meth:`_give_back` (a version is stopped only

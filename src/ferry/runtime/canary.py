@@ -16,11 +16,10 @@ is up, as CodeDeploy's canary deployment does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 MAX_ERROR_GAP = 0.02
 LATENCY_FACTOR = 2.0
@@ -42,8 +41,22 @@ class Traffic:
         return self.errors_5xx / self.requests if self.requests else 0.0
 
     @property
+    def p50_ms(self) -> float | None:
+        return self.percentile(50)
+
+    @property
     def p95_ms(self) -> float | None:
-        return float(np.percentile(np.asarray(self.latencies_ms, dtype=np.float64), 95)) if self.latencies_ms else None
+        return self.percentile(95)
+
+    def percentile(self, q: float) -> float | None:
+        """The `q`th percentile (0..100) of the latencies, interpolated between the two nearest; None without any."""
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        rank = (len(ordered) - 1) * min(max(q, 0.0), 100.0) / 100
+        low = math.floor(rank)
+        high = min(low + 1, len(ordered) - 1)
+        return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
 
     def to_dict(self) -> dict[str, Any]:
         p95 = self.p95_ms

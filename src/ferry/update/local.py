@@ -81,9 +81,7 @@ class LocalTarget:
         self.stack.set_canary(self.function, {model: layer}, weight)
 
     def traffic(self) -> dict[str, Traffic]:
-        return {side: Traffic(requests=stats.requests, errors_5xx=stats.errors_5xx, errors_4xx=stats.errors_4xx,
-                              latencies_ms=tuple(stats.latencies_ms))
-                for side, stats in self.stack.traffic(self.function).items()}
+        return dict(self.stack.traffic(self.function))
 
     def stop_canary(self, model: str) -> None:
         if self.stack.canary(self.function) is not None:
