@@ -115,3 +115,38 @@ def test_two_triggers_at_once_in_one_process_run_one_update_and_record_the_other
     events = {event.event_id: event.outcome for event in Registry(tables.registry).events("m")}
     assert events == {"e1": "started", "e2": "skipped"}
     assert [record.state for record in Registry(tables.registry).updates("m")] == ["done"]
+
+
+def test_the_controller_waits_and_says_so_once_when_the_bus_cannot_be_read(caplog):
+    """moto gone (the stack stopping, a SIGTERM to the process group): no traceback per poll, no busy loop."""
+    import threading
+    import time
+
+    from ferry.update.local import Controller
+
+    class Unreachable:
+        calls = 0
+
+        def receive_message(self, **_):
+            Unreachable.calls += 1
+            raise ConnectionError("connection refused")
+
+    class Stack:
+        def __init__(self):
+            self.template = {"Resources": {"PredictFunction": {"Type": "AWS::Serverless::Function",
+                                                               "Properties": {"AutoPublishAlias": "live"}}}}
+
+        def client(self, _):
+            return Unreachable()
+
+    controller = Controller(Stack())
+    thread = threading.Thread(target=controller._run, daemon=True)
+    with caplog.at_level("WARNING", logger="ferry.update"):
+        thread.start()
+        time.sleep(2.5)
+        controller._stopped.set()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert 2 <= Unreachable.calls <= 4  # once a second
+    warnings = [record for record in caplog.records if "cannot read the bus" in record.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None

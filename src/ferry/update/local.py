@@ -165,6 +165,7 @@ class Controller:
 
     def _run(self) -> None:
         last_retry = time.monotonic()
+        failing = False
         while not self._stopped.is_set():
             try:
                 for event in self._receive():
@@ -173,8 +174,15 @@ class Controller:
                     last_retry = time.monotonic()
                     for model, trigger in list(self.waiting.items()):
                         self._start(model, lambda m=model, t=trigger: self._update(m, t), None)
-            except Exception:  # the controller outlives a failed receive
-                log.exception("the update controller failed to read the bus")
+            except Exception as exc:  # the controller outlives a failed receive (the stack stopping, moto gone)
+                if self._stopped.is_set():
+                    break
+                if not failing:
+                    log.warning("the update controller cannot read the bus (%s); trying again every second", exc)
+                failing = True
+                self._stopped.wait(1.0)
+            else:
+                failing = False
 
     def _receive(self) -> list[dict[str, Any]]:
         sqs = self.stack.client("sqs")
