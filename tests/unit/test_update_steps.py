@@ -127,7 +127,7 @@ def test_the_controller_waits_and_says_so_once_when_the_bus_cannot_be_read(caplo
     class Unreachable:
         calls = 0
 
-        def receive_message(self, **_):
+        def drain(self, **_):
             Unreachable.calls += 1
             raise ConnectionError("connection refused")
 
@@ -136,10 +136,8 @@ def test_the_controller_waits_and_says_so_once_when_the_bus_cannot_be_read(caplo
             self.template = {"Resources": {"PredictFunction": {"Type": "AWS::Serverless::Function",
                                                                "Properties": {"AutoPublishAlias": "live"}}}}
 
-        def client(self, _):
-            return Unreachable()
-
     controller = Controller(Stack())
+    controller._queue = Unreachable()  # what start() makes: the bus's queue, here one moto no longer answers
     thread = threading.Thread(target=controller._run, daemon=True)
     with caplog.at_level("WARNING", logger="ferry.update"):
         thread.start()

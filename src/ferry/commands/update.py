@@ -85,6 +85,7 @@ def _ask(stack: RunningStack, detail_type: str, detail: dict[str, Any]) -> str:
 
 def run_update(args: argparse.Namespace) -> int:
     from ferry.update.local import UPDATE_REQUESTED
+    from ferry.update.steps import brief
 
     stack = _stack(args)
     registry = _registry(stack)
@@ -104,7 +105,7 @@ def run_update(args: argparse.Namespace) -> int:
         for step, result in (record.steps if record is not None else {}).items():
             if step not in shown:
                 shown.add(step)
-                print(f"  {step}: {_brief(result)}", flush=True)
+                print(f"  {step}: {brief(result)}", flush=True)
         if record is not None and record.state != "running":
             print(f"ferry: update {record.update_id}: {record.state}" + (f" ({record.error})" if record.error else ""))
             return 0 if record.state == "done" else 1
@@ -168,9 +169,3 @@ def _wait(found: Any, deadline: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise CommandError(f"timed out waiting for {what}; is `ferry serve` running its updates?")
         time.sleep(POLL_S)
-
-
-def _brief(result: dict[str, Any]) -> str:
-    from ferry.update.steps import brief
-
-    return brief(result)

@@ -54,17 +54,21 @@ class EventQueue:
     """The events of the stack's default bus that match a pattern, as moto delivers them: to an SQS queue that a
     rule targets (moto delivers events to queues, log groups, buses and API destinations only)."""
 
-    def __init__(self, stack: RunningStack, name: str, pattern: dict[str, Any]):
+    def __init__(self, stack: RunningStack | LocalStack, name: str, pattern: dict[str, Any]):
         self.sqs, events = stack.client("sqs"), stack.client("events")
         self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         events.put_rule(Name=name, EventPattern=json.dumps(pattern))
         events.put_targets(Rule=name, Targets=[{"Id": name, "Arn": arn}])
 
-    def drain(self) -> list[dict[str, Any]]:
-        """Every event delivered since the last drain, oldest first (each removed from the queue)."""
+    def drain(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
+        """Every event delivered since the last drain, oldest first (each removed from the queue); with
+        `wait_seconds`, the first receive waits that long for one when there is none (a long poll)."""
         seen = []
-        while messages := self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", []):
+        wait = wait_seconds
+        while messages := self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                                   WaitTimeSeconds=wait).get("Messages", []):
+            wait = 0
             seen.extend(json.loads(message["Body"]) for message in messages)
             for message in messages:
                 self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])

@@ -11,6 +11,7 @@ import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from ferry.runtime.exceptions import SettingsError
@@ -68,3 +69,17 @@ def batch_get(client: Any, table: str, keys: Sequence[Mapping[str, Any]], *, pro
             time.sleep(min(1.0, 0.05 * 2 ** attempt))
         left += len(request[table]["Keys"]) if request else 0
     return found, left
+
+
+def plain(value: Any) -> Any:
+    """A DynamoDB value as plain Python: Decimal to int or float, sets to sorted lists, recursively (what the
+    monitor and the registry read back: nothing they return is ever a Decimal)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted(plain(item) for item in value)
+    return value

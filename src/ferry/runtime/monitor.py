@@ -45,7 +45,7 @@ import numpy as np
 
 from ferry.metrics import classification_metrics
 from ferry.runtime import stats
-from ferry.runtime.aws import batch_get
+from ferry.runtime.aws import batch_get, plain
 from ferry.runtime.capture import SECONDS_PER_DAY
 from ferry.runtime.constants import METRICS_NAMESPACE, TEXT_CLASSIFICATION
 from ferry.runtime.manifest import Manifest, ReferenceSample
@@ -100,17 +100,6 @@ class Sources:
 
 # -- reading ---------------------------------------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    """A DynamoDB value as plain Python: Decimal to int or float, recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 def query_range(table: Any, model_version: str, after_ms: int, until_ms: int) -> list[dict[str, Any]]:
     """Every item of `model_version` with after_ms < epoch_ms <= until_ms, by time (then id), all pages."""
     from boto3.dynamodb.conditions import Key
@@ -122,7 +111,7 @@ def query_range(table: Any, model_version: str, after_ms: int, until_ms: int) ->
     arguments: dict[str, Any] = {"IndexName": CAPTURE_INDEX, "KeyConditionExpression": condition}
     while True:
         page = table.query(**arguments)
-        items.extend(_plain(item) for item in page.get("Items", []))
+        items.extend(plain(item) for item in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             break
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -137,7 +126,7 @@ def fetch(table: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
                             projection="prediction_id, #l, epoch_ms", names={"#l": "label"}, attempts=6)
     if left:
         raise RuntimeError(f"{table.name}: DynamoDB left {left} keys unprocessed")
-    return {str(item["prediction_id"]): _plain(item) for item in items}
+    return {str(item["prediction_id"]): plain(item) for item in items}
 
 
 def complete_windows(items: Sequence[Mapping[str, Any]], size: int) -> list[list[Mapping[str, Any]]]:
@@ -597,7 +586,7 @@ class Monitor:
 
     def _state(self, model: str) -> dict[str, Any]:
         item = self.sources.state.get_item(Key={"model": model, "sk": STATE_KEY}, ConsistentRead=True).get("Item")
-        return _plain(item) if item else {"model": model, "sk": STATE_KEY, "revision": 0}
+        return plain(item) if item else {"model": model, "sk": STATE_KEY, "revision": 0}
 
     def _save(self, state: dict[str, Any], health: ModelHealth | None, now_ms: int) -> bool:
         """The cursors, the episode and the outbox, on the condition that no other run saved since this one read
@@ -766,4 +755,4 @@ def last_run(state_table: Any, model: str) -> dict[str, Any] | None:
 
 def current_state(state_table: Any, model: str) -> dict[str, Any] | None:
     item = state_table.get_item(Key={"model": model, "sk": STATE_KEY}).get("Item")
-    return _plain(item) if item else None
+    return plain(item) if item else None

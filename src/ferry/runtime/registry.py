@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ferry.runtime.aws import plain
 from ferry.runtime.capture import error_code
 from ferry.runtime.exceptions import ConflictError as ConflictError  # importable from here
 from ferry.runtime.exceptions import RegistryError as RegistryError
@@ -116,19 +117,6 @@ def check_transition(model: str, version: str, current: str, target: str, force:
 
 # -- what is read ------------------------------------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    """A DynamoDB value as plain Python: Decimal to int or float, sets to sorted lists, recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, set | frozenset):
-        return sorted(_plain(item) for item in value)
-    return value
-
-
 def _loads(value: Any) -> Any:
     return None if value is None else json.loads(value)
 
@@ -153,14 +141,14 @@ class Entry:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Entry:
-        plain = _plain(dict(item))
-        return cls(model=plain["model"], version=plain["version"], status=plain["status"],
-                   created_at=plain["created_at"], updated_at=plain.get("updated_at", plain["created_at"]),
-                   by=plain.get("by", ""), manifest=_loads(plain.get("manifest")) or {},
-                   manifest_sha256=plain.get("manifest_sha256", ""),
-                   artifacts={str(key): str(uri) for key, uri in (plain.get("artifacts") or {}).items()},
-                   training=_loads(plain.get("training")), gate=_loads(plain.get("gate")),
-                   history=tuple(plain.get("history") or ()), revision=int(plain.get("revision", 0)))
+        values = plain(dict(item))
+        return cls(model=values["model"], version=values["version"], status=values["status"],
+                   created_at=values["created_at"], updated_at=values.get("updated_at", values["created_at"]),
+                   by=values.get("by", ""), manifest=_loads(values.get("manifest")) or {},
+                   manifest_sha256=values.get("manifest_sha256", ""),
+                   artifacts={str(key): str(uri) for key, uri in (values.get("artifacts") or {}).items()},
+                   training=_loads(values.get("training")), gate=_loads(values.get("gate")),
+                   history=tuple(values.get("history") or ()), revision=int(values.get("revision", 0)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (``ferry models history --json``)."""
@@ -189,10 +177,10 @@ class EventRecord:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> EventRecord:
-        plain = _plain(dict(item))
-        return cls(model=plain["model"], event_id=plain["event_id"], received_at=plain["received_at"],
-                   epoch_ms=int(plain["epoch_ms"]), outcome=plain["outcome"], detail=plain.get("detail", ""),
-                   update_id=plain.get("update_id"))
+        values = plain(dict(item))
+        return cls(model=values["model"], event_id=values["event_id"], received_at=values["received_at"],
+                   epoch_ms=int(values["epoch_ms"]), outcome=values["outcome"], detail=values.get("detail", ""),
+                   update_id=values.get("update_id"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "event_id": self.event_id, "received_at": self.received_at,
@@ -217,13 +205,13 @@ class UpdateRecord:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> UpdateRecord:
-        plain = _plain(dict(item))
-        stored = plain.get("steps") or {}
+        values = plain(dict(item))
+        stored = values.get("steps") or {}
         order = sorted(stored, key=lambda name: (str(stored[name].get("at", "")), name))
-        return cls(model=plain["model"], update_id=plain["update_id"], by=plain.get("by", ""),
-                   started_at=plain["started_at"], updated_at=plain.get("updated_at", plain["started_at"]),
-                   state=plain["state"], steps={name: json.loads(stored[name]["result"]) for name in order},
-                   step_at={name: str(stored[name].get("at", "")) for name in order}, error=plain.get("error"))
+        return cls(model=values["model"], update_id=values["update_id"], by=values.get("by", ""),
+                   started_at=values["started_at"], updated_at=values.get("updated_at", values["started_at"]),
+                   state=values["state"], steps={name: json.loads(stored[name]["result"]) for name in order},
+                   step_at={name: str(stored[name].get("at", "")) for name in order}, error=values.get("error"))
 
     def done(self, step: str) -> bool:
         return step in self.steps
@@ -509,8 +497,8 @@ class Registry:
         item = self.table.get_item(Key=self._key(model, LOCK_KEY), ConsistentRead=True).get("Item")
         if not item or float(item["expires_at"]) <= self.clock():
             return None
-        plain = _plain(dict(item))
-        return {name: plain.get(name) for name in ("owner", "acquired_at", "expires_at", "what")}
+        values = plain(dict(item))
+        return {name: values.get(name) for name in ("owner", "acquired_at", "expires_at", "what")}
 
     def _lock_update(self, model: str, owner: str, lease_s: float) -> float | None:
         from botocore.exceptions import ClientError
@@ -793,7 +781,7 @@ def _finite(value: Any) -> Any:
 
 def _dumps(value: Mapping[str, Any], what: str) -> str:
     try:
-        return json.dumps(_finite(_plain(value)), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        return json.dumps(_finite(plain(value)), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"the {what} is not JSON-able: {exc}") from None

@@ -20,13 +20,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.runtime import layout
 from ferry.runtime.canary import Traffic
 from ferry.runtime.manifest import Manifest
 from ferry.update.config import UpdateConfig
 from ferry.update.steps import EVENT_SOURCE, WAITING, Tables, Trigger, Update
+
+if TYPE_CHECKING:
+    from ferry.local.running import EventQueue
 
 log = logging.getLogger("ferry.update")
 
@@ -136,24 +139,15 @@ class Controller:
         self.waiting: dict[str, Trigger] = {}
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._queue_url = ""
+        self._queue: EventQueue | None = None
         self._busy: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def start(self) -> Controller:
-        sqs, events = self.stack.client("sqs"), self.stack.client("events")
-        self._queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        pattern = {"$or": [{"source": ["ferry.monitor"], "detail-type": ["ModelDegraded"]},
-                           {"source": [CLI_SOURCE]}]}
-        try:
-            events.put_rule(Name=QUEUE, EventPattern=json.dumps(pattern))
-        except Exception:  # moto without $or: two rules to one queue
-            events.put_rule(Name=QUEUE, EventPattern=json.dumps({"source": ["ferry.monitor"],
-                                                                 "detail-type": ["ModelDegraded"]}))
-            events.put_rule(Name=f"{QUEUE}-cli", EventPattern=json.dumps({"source": [CLI_SOURCE]}))
-            events.put_targets(Rule=f"{QUEUE}-cli", Targets=[{"Id": QUEUE, "Arn": arn}])
-        events.put_targets(Rule=QUEUE, Targets=[{"Id": QUEUE, "Arn": arn}])
+        from ferry.local.running import EventQueue
+
+        self._queue = EventQueue(self.stack, QUEUE, {"$or": [
+            {"source": ["ferry.monitor"], "detail-type": ["ModelDegraded"]}, {"source": [CLI_SOURCE]}]})
         self._thread = threading.Thread(target=self._run, name="ferry-updates", daemon=True)
         self._thread.start()
         return self
@@ -185,12 +179,7 @@ class Controller:
                 failing = False
 
     def _receive(self) -> list[dict[str, Any]]:
-        sqs = self.stack.client("sqs")
-        messages = sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=1).get("Messages", [])
-        for message in messages:
-            sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return [json.loads(message["Body"]) for message in messages]
+        return self._queue.drain(wait_seconds=1) if self._queue is not None else []
 
     def dispatch(self, event: Mapping[str, Any]) -> threading.Thread | None:
         """Start the work an event asks for in a thread of its own, unless that model's work is already running:

@@ -73,41 +73,49 @@ class Promotions:
         config, clock = self.update.config, self.update.clock
         started = clock()
         deadline = started + config.canary_seconds
-        live = self.registry.live(self.model)
+        calibrations = self.calibrations({"primary": self.registry.live(self.model), "canary": entry})
         while True:
             self.update.sleep(config.poll_seconds)
             traffic = self.target.traffic()
-            estimates = self.estimates(live, entry, started)
+            estimates = self.estimates(calibrations, started)
             verdict = judge(traffic.get("primary", Traffic()), traffic.get("canary", Traffic()),
                             min_requests=config.canary_min_requests, final=clock() >= deadline, estimates=estimates)
             if verdict.final:
                 self.update.progress(f"canary: {verdict.why}")
                 return verdict
 
-    def estimates(self, live: Entry | None, candidate: Entry, since: float) -> dict[str, Estimate]:
-        """Each version's estimated accuracy over the predictions it captured since `since` (label-free: its
-        manifest's calibration over the captured confidences)."""
+    def calibrations(self, sides: dict[str, Entry | None]) -> dict[str, tuple[str, Any]]:
+        """Each side's version and the calibration its manifest records (confidence -> P(correct)), read once; a
+        version without one (or whose layer is gone) gets no estimate, and the other figures still judge it."""
         from ferry.runtime import stats
         from ferry.runtime.manifest import Manifest
-        from ferry.runtime.monitor import query_range
 
-        found: dict[str, Estimate] = {}
-        for side, entry in (("primary", live), ("canary", candidate)):
+        found: dict[str, tuple[str, Any]] = {}
+        for side, entry in sides.items():
             if entry is None:
                 continue
             try:
                 manifest = Manifest.load(layout.model_dir_in_layer(self.layer_of(entry), self.model))
-            except Exception:  # a version whose layer is gone: no estimate, the other figures still judge
+            except Exception:  # a version whose layer is gone: no estimate
                 continue
             calibration = manifest.reference.calibration if manifest.reference is not None else None
-            if not calibration:
-                continue
-            rows = query_range(self.update.tables.captures, f"{self.model}#{entry.version}", int(since * 1000),
+            if calibration:
+                found[side] = (entry.version, stats.Calibration.from_dict(calibration))
+        return found
+
+    def estimates(self, calibrations: dict[str, tuple[str, Any]], since: float) -> dict[str, Estimate]:
+        """Each version's estimated accuracy over the predictions it captured since `since` (label-free: its
+        calibration over the captured confidences)."""
+        from ferry.runtime import stats
+        from ferry.runtime.monitor import query_range
+
+        found: dict[str, Estimate] = {}
+        for side, (version, calibration) in calibrations.items():
+            rows = query_range(self.update.tables.captures, f"{self.model}#{version}", int(since * 1000),
                                int(self.update.clock() * 1000) + 1)
             confidences = [float(row["confidence"]) for row in rows if row.get("confidence") is not None]
             if confidences:
-                fitted = stats.Calibration.from_dict(calibration)
-                found[side] = Estimate(stats.estimated_accuracy(fitted, confidences), len(confidences))
+                found[side] = Estimate(stats.estimated_accuracy(calibration, confidences), len(confidences))
         return found
 
     def layer_of(self, entry: Entry) -> Path:
@@ -115,11 +123,18 @@ class Promotions:
 
 
 def layer_path(entry: Entry) -> Path:
-    """The layer folder the registry keeps for a version (a file: artifact; S3 ones are the cloud's)."""
-    uri = entry.artifacts.get("layer")
-    if not uri:
+    """The layer folder the registry keeps for a version."""
+    path = artifact_path(entry.artifacts.get("layer"))
+    if path is None:
         raise UpdateError(f"{entry.model} {entry.version}: the registry keeps no layer for it")
+    return path
+
+
+def artifact_path(uri: str | None) -> Path | None:
+    """Where a registry artifact lies on this machine (a file: URI; S3 ones are the cloud's), or None."""
+    if not uri:
+        return None
     parts = urlsplit(uri)
     if parts.scheme not in ("file", ""):
-        raise UpdateError(f"{uri}: only file artifacts are served locally")
+        raise UpdateError(f"{uri}: only file artifacts are read locally")
     return Path(unquote(parts.path))

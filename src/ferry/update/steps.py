@@ -46,6 +46,7 @@ from ferry.runtime.registry import Entry, Registry
 from ferry.runtime.update_task import paired
 from ferry.update.config import UpdateConfig
 from ferry.update.exceptions import UpdateError
+from ferry.update.promotion import artifact_path
 
 STEPS = ("assemble", "train", "build", "gate", "register", "promote")
 # an update's outcome: done (a new version live), rejected (by the gate), rolled-back (by the canary), waiting (too
@@ -201,22 +202,23 @@ class Update:
             return live
         layer = self.target.deployed(self.model)
         manifest = Manifest.load(layout.model_dir_in_layer(layer, self.model))
-        artifacts = self._keep(manifest.version, layer, _fp32_source(manifest))
+        artifacts = self._keep(manifest.version, {"layer": layer, "model": _fp32_source(manifest)})
         return self.registry.adopt(manifest.to_dict(), artifacts, by="ferry update",
                                    why="the version deployed when the first update ran")
 
-    def _keep(self, version: str, layer: Path, fp32: Path | None) -> dict[str, str]:
-        """Copy a version's layer (and fp32 model, needed to warm-start from it) into the store: the registry's
-        artifacts outlive the update's folder and the layers folder."""
+    def _keep(self, version: str, sources: Mapping[str, Path | None]) -> dict[str, str]:
+        """Copy a version's files into the store (its layer, its fp32 model to warm-start from, its training set):
+        the registry's artifacts outlive the update's folder and the layers folder. By name, their file: URIs."""
         folder = self.config.store / self.model / version
         kept: dict[str, str] = {}
-        for name, source in (("layer", layer), ("model", fp32)):
+        for name, source in sources.items():
             if source is None:
                 continue
-            target = folder / name
+            target = folder / (name if source.is_dir() else source.name)
             if not target.exists():
-                staging = folder / f".{name}-{uuid.uuid4().hex[:8]}"
-                shutil.copytree(source, staging)
+                folder.mkdir(parents=True, exist_ok=True)
+                staging = folder / f".{target.name}-{uuid.uuid4().hex[:8]}"
+                (shutil.copytree if source.is_dir() else shutil.copyfile)(source, staging)
                 staging.replace(target)
             kept[name] = target.resolve().as_uri()
         return kept
@@ -246,7 +248,7 @@ class Update:
         from ferry.train.report import report_path
 
         live = self._entry(results["assemble"]["live_version"])
-        base = _path(live.artifacts.get("model"))
+        base = artifact_path(live.artifacts.get("model"))
         if base is None or not (base / "config.json").is_file():
             raise UpdateError(f"{self.model} {live.version}: the registry keeps no fp32 model to warm-start from "
                               "(a version built from a hub model or before the registry); train it with ferry "
@@ -276,27 +278,18 @@ class Update:
             ), progress=self.progress)
         except GateFailedError as exc:  # int8 strays from fp32: not a candidate at all
             return {"stop": REJECTED, "why": f"the parity gate refused the int8 candidate: {exc}"}
-        artifacts = self._keep(built.version, built.layer_dir, model)
-        artifacts["examples"] = self._keep_file(built.version, Path(results["assemble"]["examples_file"]))
+        artifacts = self._keep(built.version, {"layer": built.layer_dir, "model": model,
+                                               "examples": Path(results["assemble"]["examples_file"])})
         parity = built.parity.to_dict()
-        return {"version": built.version, "layer": _path_of(artifacts["layer"]), "artifacts": artifacts,
+        return {"version": built.version, "layer": str(artifact_path(artifacts["layer"])), "artifacts": artifacts,
                 "parity": {key: parity.get(key) for key in ("passed", "accuracy_fp32", "accuracy_int8",
                                                             "agreement", "texts")}}
-
-    def _keep_file(self, version: str, path: Path) -> str:
-        target = self.config.store / self.model / version / path.name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
-            shutil.copyfile(path, staging)
-            staging.replace(target)
-        return target.resolve().as_uri()
 
     def _gate(self, work: Path, trigger: Trigger, results: dict[str, Any]) -> dict[str, Any]:
         from ferry.runtime.predictor import Predictor
 
         live = self._entry(results["assemble"]["live_version"])
-        live_layer = _path(live.artifacts.get("layer")) or self.target.deployed(self.model)
+        live_layer = artifact_path(live.artifacts.get("layer")) or self.target.deployed(self.model)
         live_model = Predictor.load(layout.model_dir_in_layer(live_layer, self.model))
         candidate = Predictor.load(layout.model_dir_in_layer(Path(results["build"]["layer"]), self.model))
         slices = gate_slices(Path(results["train"]["model"]), Path(results["assemble"]["examples_file"]),
@@ -396,19 +389,6 @@ def _gate_config(path: Path | None) -> GateConfig:
     if path is not None:
         return GateConfig.load(path)
     return GateConfig.load(PROJECT_GATE) if PROJECT_GATE.is_file() else DEFAULT_GATE
-
-
-def _path(uri: str | None) -> Path | None:
-    return None if not uri else Path(_path_of(uri))
-
-
-def _path_of(uri: str) -> str:
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(uri)
-    if parts.scheme not in ("file", ""):
-        raise UpdateError(f"{uri}: only file artifacts are read locally")
-    return unquote(parts.path)
 
 
 def _fp32_source(manifest: Manifest) -> Path | None:
