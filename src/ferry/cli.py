@@ -15,6 +15,7 @@ from ferry.commands import (
     batch,
     build,
     captures,
+    endpoint,
     feedback,
     invoke,
     keys,
@@ -29,7 +30,7 @@ from ferry.commands._common import EXIT_INTERRUPTED, fail, message_of
 from ferry.exceptions import FerryError
 
 # in the order --help lists them
-COMMANDS = (build, train, predict, models, serve, invoke, batch, feedback, monitor, update, keys, captures)
+COMMANDS = (build, train, predict, models, serve, endpoint, invoke, batch, feedback, monitor, update, keys, captures)
 
 
 def make_parser() -> argparse.ArgumentParser:
