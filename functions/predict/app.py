@@ -1,5 +1,7 @@
 """Predict function: POST /v1/models/{model}/predict and /embed, GET /v1/models[/{model}], GET /healthz.
 
+GET /v1/models also lists the large model (FERRY_GENERATE_MODEL) that the generate function serves.
+
 Thin: this module declares the routes; Powertools parses and validates, ferry.runtime.http answers (the request
 precheck, the service's predictions, the errors in the API's shape). Each prediction is captured as a structured
 log record (off the request path: a CloudWatch Logs subscription delivers them to the capture function).
@@ -26,6 +28,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from ferry.runtime.api import parse_json_body, request_models
 from ferry.runtime.constants import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from ferry.runtime.generation import GenerationCatalog
 from ferry.runtime.http import HttpApi
 
 SERVICE = "ferry-predict"
@@ -38,7 +41,11 @@ app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=pars
 # The request models carry this container's limits (FERRY_MAX_INPUTS, FERRY_MAX_INPUT_CHARS).
 models = request_models(settings)
 PredictRequest, EmbedRequest = models.predict, models.embed
-api = HttpApi(app, lambda: service, models, settings, name=SERVICE, logger=logger, metrics=metrics)
+# The large model (FERRY_GENERATE_MODEL), served by the generate function: listed here with its endpoint's status
+# (DescribeEndpoint, its client made at the first listing and the status cached), refused by /predict and /embed.
+generation = GenerationCatalog(settings)
+api = HttpApi(app, lambda: service, models, settings, name=SERVICE, logger=logger, metrics=metrics,
+              generation=generation)
 # A successful request's metrics travel in its capture lines; Metrics only has something for cold starts and errors.
 warnings.filterwarnings("ignore", message="No application metrics to publish", module="aws_lambda_powertools")
 

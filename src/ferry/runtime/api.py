@@ -38,6 +38,7 @@ from ferry.runtime.constants import (
     MODEL_NAME_RE,
     TASK_ENDPOINTS,
     TEXT_CLASSIFICATION,
+    TEXT_GENERATION,
 )
 from ferry.runtime.exceptions import FerryRuntimeError, PayloadTooLargeError
 from ferry.runtime.exceptions import InvalidBodyError as InvalidBodyError  # importable from here as before
@@ -350,8 +351,26 @@ class ModelSummary(BaseModel):
     status: ModelStatus
 
 
+class EndpointSummary(BaseModel):
+    name: str | None = Field(description="the SageMaker endpoint's name (FERRY_GENERATE_ENDPOINT)")
+    status: str = Field(description="SageMaker's EndpointStatus (InService, Creating, Updating, Failed...), NotFound, "
+                                    "or Unknown (why) when it cannot be read")
+
+
+class LargeModelSummary(BaseModel):
+    """The large model (FERRY_GENERATE_MODEL): served by a SageMaker endpoint, through POST
+    /v1/models/{model}/generate and /v1/models/{model}/v1/chat/completions."""
+
+    name: str
+    task: Literal["text-generation"]
+    version: str = Field(description="FERRY_GENERATE_VERSION, or 12 hex digits derived from the model's and the "
+                                     "endpoint's names")
+    max_new_tokens: int = Field(description="the most new tokens a request may ask for")
+    endpoint: EndpointSummary
+
+
 class ModelList(BaseModel):
-    models: list[ModelSummary]
+    models: list[ModelSummary | LargeModelSummary]
 
 
 class ModelDetails(ModelSummary):
@@ -469,7 +488,8 @@ def operations(tasks: Mapping[str, str]) -> dict[tuple[str, str], OperationDoc]:
         (model + TASK_ENDPOINTS[FEATURE_EXTRACTION], "post"): OperationDoc(
             ok=list[list[float]], errors=_POST_ERRORS, ok_headers=_PREDICTION_IDS, models=of_task[FEATURE_EXTRACTION]),
         ("/v1/models", "get"): OperationDoc(ok=ModelList, errors=(503,)),
-        (model, "get"): OperationDoc(ok=ModelDetails, errors=(404, 503), models=tuple(sorted(tasks))),
+        (model, "get"): OperationDoc(ok=ModelDetails | LargeModelSummary if TEXT_GENERATION in tasks.values()
+                                     else ModelDetails, errors=(404, 503), models=tuple(sorted(tasks))),
         ("/healthz", "get"): OperationDoc(ok=Health, errors=(503,), protected=False),
         ("/openapi.json", "get"): OperationDoc(ok=dict[str, Any], errors=(), protected=False),
         (FEEDBACK_PATH, "post"): FEEDBACK_DOC,

@@ -30,10 +30,19 @@ ENV_MONITOR_WINDOW_MINUTES = "FERRY_MONITOR_WINDOW_MINUTES"  # the span of the m
 ENV_MONITOR_SETTLE_SECONDS = "FERRY_MONITOR_SETTLE_SECONDS"  # the monitor reads what is older than this
 ENV_FEEDBACK_TABLE = "FERRY_FEEDBACK_TABLE"  # DynamoDB table of labels for predictions (ferry.runtime.feedback)
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own variable: the functions' metrics namespace
+# The large model (text generation on a SageMaker real-time endpoint: ferry.runtime.generation)
+ENV_GENERATE_MODEL = "FERRY_GENERATE_MODEL"  # its API name ("smollm2"); unset or empty: no large model is served
+ENV_GENERATE_ENDPOINT = "FERRY_GENERATE_ENDPOINT"  # the SageMaker endpoint that serves it
+ENV_GENERATE_VERSION = "FERRY_GENERATE_VERSION"  # 12 hex digits (its build manifest's); unset: from the names
+ENV_GENERATE_MAX_NEW_TOKENS = "FERRY_GENERATE_MAX_NEW_TOKENS"  # the most new tokens a request may ask for
+ENV_GENERATE_TIMEOUT_S = "FERRY_GENERATE_TIMEOUT_S"  # the read timeout of one endpoint call (seconds)
 
 DEFAULT_MONITOR_WINDOW_MINUTES = 60
 DEFAULT_MONITOR_SETTLE_SECONDS = 60  # captures reach the table through a log subscription: seconds, not minutes
 DEFAULT_MAX_INPUTS = 64
+# An answer must come back within API Gateway's 30 s: raise it only for a model measured to decode faster
+DEFAULT_GENERATE_MAX_NEW_TOKENS = 512
+DEFAULT_GENERATE_TIMEOUT_S = 25  # under the generate function's 29 s timeout, itself under API Gateway's 30 s
 DEFAULT_MAX_INPUT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # API Gateway and Lambda's synchronous payload limit
 DEFAULT_CAPTURE_TTL_DAYS = 90
@@ -66,3 +75,10 @@ TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION)
 TASK_ENDPOINTS = {TEXT_CLASSIFICATION: "/predict", FEATURE_EXTRACTION: "/embed"}
 
 FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
+
+# The large model's task and routes (not in TASKS: no layer holds such a model; a SageMaker endpoint serves it).
+TEXT_GENERATION = "text-generation"
+GENERATE_PATH = "/generate"  # POST /v1/models/{model}/generate: the Hugging Face text-generation payload
+CHAT_PATH = "/v1/chat/completions"  # POST /v1/models/{model}/v1/chat/completions: an OpenAI chat body
+# The routes that make predictions (the "predict" scope, the daily quota): every task's, and the large model's.
+PREDICTION_PATHS = (*TASK_ENDPOINTS.values(), GENERATE_PATH, CHAT_PATH)

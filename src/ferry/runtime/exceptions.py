@@ -123,6 +123,71 @@ class ForbiddenError(FerryRuntimeError):
     status = 403
 
 
+# -- the large model: a SageMaker endpoint (ferry.runtime.generation, ferry.runtime.endpoint_client) ----------------
+
+class UnsupportedParameterError(InvalidInputError):
+    """A generation parameter the API knows but does not serve (``grammar``, ``best_of`` over 1, ``n`` over 1,
+    ``tools``...), or a streaming request: HTTP APIs cannot stream."""
+
+    code = "unsupported_parameter"
+
+
+class ModelRejectedError(FerryRuntimeError):
+    """The model's container refused the request as the client's fault (a 4xx of its own behind SageMaker's
+    ModelError, e.g. a prompt longer than the model's context): its own message, as a 400."""
+
+    code = "rejected_by_model"
+    status = 400
+
+
+class _RetryLater(FerryRuntimeError):
+    """An upstream answer worth trying again after ``retry_after`` seconds (None: no advice)."""
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class EndpointThrottledError(_RetryLater):
+    """SageMaker (or the model's container) throttled the call, still after the function's own retries."""
+
+    code = "throttled"
+    status = 429
+
+
+class ModelFailedError(FerryRuntimeError):
+    """The model's container failed (SageMaker's ModelError for a 5xx of the container): its own message."""
+
+    code = "model_error"
+    status = 502
+
+
+class EndpointError(FerryRuntimeError):
+    """The endpoint call failed for a reason the client cannot fix (SageMaker's own failure, an answer that is not
+    the dialect's, a call SageMaker refused): a generic message; the details are in the function's log."""
+
+    code = "upstream_error"
+    status = 502
+
+
+class EndpointUnavailableError(_RetryLater):
+    """The endpoint does not exist, is not InService (Creating, Updating, Failed...), or cannot be reached."""
+
+    code = "endpoint_unavailable"
+    status = 503
+
+
+class EndpointTimeoutError(FerryRuntimeError):
+    """The endpoint did not answer within the function's read (or connect) timeout."""
+
+    code = "model_timeout"
+    status = 504
+
+
 # -- feedback ----------------------------------------------------------------------------------------------------
 
 class PredictionNotFoundError(FerryRuntimeError):

@@ -72,7 +72,7 @@ from pydantic import ValidationError
 from ferry.runtime.api import FeedbackItem, error_body, validation_error
 from ferry.runtime.batch import _ESCAPED_BYTE, Lines, csv_rows
 from ferry.runtime.capture import SECONDS_PER_DAY, Backoff, Retrier, error_code
-from ferry.runtime.constants import MAX_FEEDBACK_ITEMS, TEXT_CLASSIFICATION
+from ferry.runtime.constants import MAX_FEEDBACK_ITEMS, TEXT_CLASSIFICATION, TEXT_GENERATION
 from ferry.runtime.exceptions import (
     FeedbackWriteError,
     FerryRuntimeError,
@@ -206,12 +206,15 @@ class FeedbackService:
     """Records labels in the feedback table (`table()` makes it, once), checking ids with `ids` and labels
     against `manifest(name)`, the live manifest of a model (:func:`live_manifests`; each read once a container:
     layers do not change under a running function, and a model that cannot be read fails its own labels only).
-    `clock` gives epoch seconds."""
+    `clock` gives epoch seconds. `generation` names the stack's text-generation model (on its endpoint, no layer
+    here), whose answers take no labels."""
 
     def __init__(self, table: Callable[[], Any], ids: PredictionIds, manifest: Callable[[str], Manifest], *,
-                 ttl_days: int, clock: Callable[[], float] = time.time, backoff: Backoff = API_BACKOFF):
+                 ttl_days: int, clock: Callable[[], float] = time.time, backoff: Backoff = API_BACKOFF,
+                 generation: str | None = None):
         self._table_factory, self.ids, self._manifest_of = table, ids, manifest
         self.ttl_days, self.clock, self.backoff = ttl_days, clock, backoff
+        self.generation = generation
         self._table: Any = None
         self._manifests: dict[str, Manifest] = {}
 
@@ -220,7 +223,7 @@ class FeedbackService:
         """The feedback function's: ids under the stack's secret, the models of its search path, the captures'
         time to live."""
         return cls(table, PredictionIds(settings.stack_secret), live_manifests(settings),
-                   ttl_days=settings.capture_ttl_days)
+                   ttl_days=settings.capture_ttl_days, generation=settings.generate_model)
 
     @property
     def table(self) -> Any:
@@ -387,6 +390,9 @@ class FeedbackService:
 
     def _labels(self, issued: IssuedId, prediction_id: str) -> tuple[str, ...]:
         """The live labels of the id's model: refused when no model of that name is served, or it has none."""
+        if issued.model == self.generation:
+            raise UnsupportedTaskError(f"prediction {prediction_id!r} is of model {issued.model!r}, a "
+                                       f"{TEXT_GENERATION} model: its answers have no labels")
         manifest = self._manifests.get(issued.model)
         if manifest is None:
             try:

@@ -12,7 +12,9 @@ and answers a refusal itself.
 **The answers.** :class:`HttpApi` is what each route does (the function only declares the routes): it calls the
 service, prints the capture lines of a prediction, and answers every error as ``{"error": {"code", "message"}}``
 with the status and code the error carries (:func:`ferry.runtime.api.status_of`). The feedback function declares
-its route on the same class (:meth:`HttpApi.feedback`), so that both functions answer alike.
+its route on the same class (:meth:`HttpApi.feedback`), so that both functions answer alike; the generate function's
+class (:class:`ferry.runtime.generation_http.GenerationHttpApi`) shares the errors and the precheck through
+:class:`ApiBase`. GET /v1/models lists the large model too (:class:`ferry.runtime.generation.GenerationCatalog`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -30,6 +32,7 @@ from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
 
 from ferry.runtime.api import (
     PREDICTION_IDS_HEADER,
+    ApiError,
     RequestModels,
     complete_openapi,
     error_body,
@@ -38,7 +41,7 @@ from ferry.runtime.api import (
     validation_error,
 )
 from ferry.runtime.capture import print_capture_lines
-from ferry.runtime.constants import FEEDBACK_PATH, TASK_ENDPOINTS
+from ferry.runtime.constants import FEEDBACK_PATH, PREDICTION_PATHS, TEXT_GENERATION
 from ferry.runtime.exceptions import (
     FerryRuntimeError,
     ForbiddenError,
@@ -52,6 +55,9 @@ from ferry.runtime.keys import SCOPE_FEEDBACK, SCOPE_PREDICT, allowed, scopes_of
 from ferry.runtime.service import Answer, PredictionService
 from ferry.runtime.settings import Settings
 from ferry.runtime.telemetry import Log, MetricSink, add_count
+
+if TYPE_CHECKING:  # the predict function's catalog of the large model: imported by whoever makes one
+    from ferry.runtime.generation import GenerationCatalog
 
 JSON = "application/json"
 
@@ -116,7 +122,7 @@ def _check_scope(event: Mapping[str, Any]) -> None:
     path = str(event.get("rawPath") or "").rstrip("/")
     if path.endswith(FEEDBACK_PATH):
         scope, doing = SCOPE_FEEDBACK, "give feedback"
-    elif path.endswith(tuple(TASK_ENDPOINTS.values())):
+    elif path.endswith(PREDICTION_PATHS):
         scope, doing = SCOPE_PREDICT, "predict"
     else:
         return
@@ -131,7 +137,7 @@ def _check_quota(event: Mapping[str, Any], now: float) -> None:
     """429 for predictions asked with an API key that the authorizer found over its daily quota."""
     path = str(event.get("rawPath") or "").rstrip("/")
     context = authorizer_context(event)
-    if not path.endswith(tuple(TASK_ENDPOINTS.values())) or context.get("quota_exceeded") is not True:
+    if not path.endswith(PREDICTION_PATHS) or context.get("quota_exceeded") is not True:
         return
     retry_after = context.get("retry_after")
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
@@ -164,28 +170,86 @@ def prechecked(handler: Callable[[Any, Any], Any], event: Any, context: Any, *, 
 
 # -- the routes --------------------------------------------------------------------------------------------------
 
-class HttpApi:
-    """What the predict function's routes answer. `service` is called for the service on every request (a
-    test may swap the function's); `settings` are the function's (limits in the OpenAPI document, the body
-    limit, the metrics namespace); `name` is the function's service name, in its capture lines.
+class ApiBase:
+    """What every function of the HTTP API answers alike: JSON answers, errors in the API's shape with their
+    status and code (:func:`ferry.runtime.api.status_of`), counted by code, and the request precheck
+    (:attr:`prechecked`). `settings` are the function's (the body limit, the metrics namespace); `name` is the
+    function's service name, in its capture lines.
 
-    Making one registers the API's error handlers on `app`: request validation (400/413 with one message),
-    the runtime's errors (their own status and code), anything else (500), and no route (404)."""
+    Making one registers the error handlers on `app`: request validation (400/413 with one message, worded by
+    :meth:`explain`), the runtime's errors (their own status and code), anything else (500), and no route (404)."""
 
-    def __init__(self, app: APIGatewayHttpResolver, service: Callable[[], PredictionService], models: RequestModels,
-                 settings: Settings, *, name: str, logger: Log, metrics: MetricSink):
-        self.app, self.service, self.models, self.settings = app, service, models, settings
+    def __init__(self, app: APIGatewayHttpResolver, settings: Settings, *, name: str, logger: Log,
+                 metrics: MetricSink):
+        self.app, self.settings = app, settings
         self.name, self.logger, self.metrics = name, logger, metrics
-        self._openapi: str | None = None
         app.exception_handler(RequestValidationError)(self._invalid_request)
         app.exception_handler(FerryRuntimeError)(self._runtime_error)
         app.exception_handler(Exception)(self._unexpected)
         app.not_found(self._not_found)
         self.prechecked = prechecked(settings=settings, on_refused=lambda error: self.count_error(error.code))
 
+    def explain(self, errors: Sequence[Any]) -> ApiError:
+        """One answer a client can act on for the request's validation errors (pydantic's)."""
+        raise NotImplementedError
+
+    # -- answers -----------------------------------------------------------------------------------------------
+
+    def json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response[str]:
+        return Response(status_code=status, content_type=JSON, body=json.dumps(body), headers=headers)
+
+    def count_error(self, code: str) -> None:
+        self.metrics.add_dimension("code", code)
+        add_count(self.metrics, "Errors")
+
+    def error(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response[str]:
+        self.count_error(code)
+        return self.json(status, error_body(code, message), headers)
+
+    # -- errors ------------------------------------------------------------------------------------------------
+
+    def _invalid_request(self, error: RequestValidationError) -> Response[str]:
+        answer = self.explain(error.errors())
+        return self.error(answer.status, answer.code, answer.message)
+
+    def _runtime_error(self, error: FerryRuntimeError) -> Response[str]:
+        status, code = status_of(error)
+        if status >= 500:
+            self.logger.exception("model unavailable")
+        return self.error(status, code, str(error), error.headers)
+
+    def _unexpected(self, error: Exception) -> Response[str]:
+        self.logger.exception("unexpected error")
+        return self.error(500, "internal_error", "the service failed to answer; the request id is in the logs")
+
+    def _not_found(self, _: Exception) -> Response[str]:
+        event = self.app.current_event
+        return self.error(404, "not_found", f"no route {event.http_method} {event.path}; see GET /openapi.json")
+
+
+class HttpApi(ApiBase):
+    """What the predict function's routes answer. `service` is called for the service on every request (a
+    test may swap the function's); `settings` are the function's (limits in the OpenAPI document, the body
+    limit, the metrics namespace); `name` is the function's service name, in its capture lines; `generation`
+    is the large model's catalog (FERRY_GENERATE_MODEL), listed beside the layers' models (None: no large model).
+
+    Making one registers the API's error handlers on `app` (:class:`ApiBase`)."""
+
+    def __init__(self, app: APIGatewayHttpResolver, service: Callable[[], PredictionService], models: RequestModels,
+                 settings: Settings, *, name: str, logger: Log, metrics: MetricSink,
+                 generation: GenerationCatalog | None = None):
+        super().__init__(app, settings, name=name, logger=logger, metrics=metrics)
+        self.service, self.models, self.generation = service, models, generation
+        self._openapi: str | None = None
+
+    def explain(self, errors: Sequence[Any]) -> ApiError:
+        return validation_error(errors, self.models.for_path(self.app.current_event.path))
+
     def predict(self, model: str, request: Any, task: str) -> Response[str]:
         """POST /v1/models/{model}/predict or /embed: `request` (a PredictRequest or EmbedRequest) for the model,
-        which must do `task` (the endpoint's)."""
+        which must do `task` (the endpoint's); the large model's name is a 400 naming its routes."""
+        if self.generation is not None and self.generation.serves(model):
+            raise self.generation.wrong_route(model)
         answer = self.service().predict(model, request.inputs, request.options(), task=task,
                                         key_id=key_id_of(self.app.current_event.raw_event))
         return self._answer(answer)
@@ -216,9 +280,13 @@ class HttpApi:
         return self.json(answer.status, answer.body)
 
     def list_models(self) -> Response[str]:
-        return self.json(200, {"models": self.service().models()})
+        """The layers' models, then the large model (its endpoint's status from a cached DescribeEndpoint)."""
+        large = self.generation.summaries() if self.generation is not None else []
+        return self.json(200, {"models": [*self.service().models(), *large]})
 
     def describe_model(self, model: str) -> Response[str]:
+        if self.generation is not None and self.generation.serves(model):
+            return self.json(200, self.generation.describe(model))
         return self.json(200, self.service().describe(model))
 
     def healthz(self) -> Response[str]:
@@ -234,21 +302,12 @@ class HttpApi:
                 tasks = self.service().tasks()
             except FerryRuntimeError:  # a broken manifest: the document names no models rather than failing
                 tasks = {}
+            if self.generation is not None and self.generation.model is not None:  # GET /v1/models/{model} too
+                tasks = {**tasks, self.generation.model: TEXT_GENERATION}
             self._openapi = json.dumps(complete_openapi(document, operations(tasks), self.settings))
         return Response(status_code=200, content_type=JSON, body=self._openapi)
 
     # -- answers -----------------------------------------------------------------------------------------------
-
-    def json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response[str]:
-        return Response(status_code=status, content_type=JSON, body=json.dumps(body), headers=headers)
-
-    def count_error(self, code: str) -> None:
-        self.metrics.add_dimension("code", code)
-        add_count(self.metrics, "Errors")
-
-    def error(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response[str]:
-        self.count_error(code)
-        return self.json(status, error_body(code, message), headers)
 
     def _answer(self, answer: Answer) -> Response[str]:
         # One log line per prediction, written at once: the capture record, EMF counting it by label, and on the
@@ -258,23 +317,3 @@ class HttpApi:
                             request_id=context.aws_request_id if context else None, latency_ms=answer.latency_ms,
                             namespace=self.settings.metrics_namespace)
         return self.json(200, answer.payload, {PREDICTION_IDS_HEADER: ",".join(answer.prediction_ids)})
-
-    # -- errors ------------------------------------------------------------------------------------------------
-
-    def _invalid_request(self, error: RequestValidationError) -> Response[str]:
-        answer = validation_error(error.errors(), self.models.for_path(self.app.current_event.path))
-        return self.error(answer.status, answer.code, answer.message)
-
-    def _runtime_error(self, error: FerryRuntimeError) -> Response[str]:
-        status, code = status_of(error)
-        if status >= 500:
-            self.logger.exception("model unavailable")
-        return self.error(status, code, str(error), error.headers)
-
-    def _unexpected(self, error: Exception) -> Response[str]:
-        self.logger.exception("unexpected error")
-        return self.error(500, "internal_error", "the service failed to answer; the request id is in the logs")
-
-    def _not_found(self, _: Exception) -> Response[str]:
-        event = self.app.current_event
-        return self.error(404, "not_found", f"no route {event.http_method} {event.path}; see GET /openapi.json")

@@ -17,6 +17,8 @@ from ferry.runtime.constants import (
     DEFAULT_BATCH_CHUNK_BYTES,
     DEFAULT_CAPTURE_TTL_DAYS,
     DEFAULT_DAILY_QUOTA,
+    DEFAULT_GENERATE_MAX_NEW_TOKENS,
+    DEFAULT_GENERATE_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUT_CHARS,
     DEFAULT_MAX_INPUTS,
@@ -31,6 +33,11 @@ from ferry.runtime.constants import (
     ENV_DAILY_QUOTA,
     ENV_EVENT_BUS,
     ENV_FEEDBACK_TABLE,
+    ENV_GENERATE_ENDPOINT,
+    ENV_GENERATE_MAX_NEW_TOKENS,
+    ENV_GENERATE_MODEL,
+    ENV_GENERATE_TIMEOUT_S,
+    ENV_GENERATE_VERSION,
     ENV_KEYS_TABLE,
     ENV_MAX_BODY_BYTES,
     ENV_MAX_INPUT_CHARS,
@@ -47,6 +54,7 @@ from ferry.runtime.constants import (
     ENV_USAGE_TABLE,
     METRICS_NAMESPACE,
     OUTPUT_MODES,
+    VERSION_HEX_DIGITS,
 )
 from ferry.runtime.exceptions import SettingsError as SettingsError  # importable from here as before
 from ferry.runtime.manifest import is_valid_name, models_search_path
@@ -113,6 +121,21 @@ def _preload(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _generate_model(env: Mapping[str, str]) -> str | None:
+    """FERRY_GENERATE_MODEL: the large model's API name, or None (unset or empty: no large model)."""
+    raw = env.get(ENV_GENERATE_MODEL, "").strip()
+    if raw and not is_valid_name(raw):
+        raise SettingsError(f"{ENV_GENERATE_MODEL}={raw!r} is not a model name ([a-z0-9][a-z0-9-]{{0,62}})")
+    return raw or None
+
+
+def _generate_version(env: Mapping[str, str]) -> str | None:
+    raw = env.get(ENV_GENERATE_VERSION, "").strip().lower()
+    if raw and (len(raw) != VERSION_HEX_DIGITS or any(c not in "0123456789abcdef" for c in raw)):
+        raise SettingsError(f"{ENV_GENERATE_VERSION}={raw!r} is not {VERSION_HEX_DIGITS} hex digits")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     models_path: tuple[Path, ...] = field(default_factory=lambda: _models_path(os.environ))
@@ -137,6 +160,11 @@ class Settings:
     monitor_window_minutes: int = DEFAULT_MONITOR_WINDOW_MINUTES
     monitor_settle_seconds: int = DEFAULT_MONITOR_SETTLE_SECONDS
     metrics_namespace: str = METRICS_NAMESPACE
+    generate_model: str | None = None  # the large model's API name (None: no large model is served)
+    generate_endpoint: str | None = None  # the SageMaker endpoint that serves it
+    generate_version: str | None = None  # None: derived from the model's and the endpoint's names
+    generate_max_new_tokens: int = DEFAULT_GENERATE_MAX_NEW_TOKENS
+    generate_timeout_s: int = DEFAULT_GENERATE_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +192,11 @@ class Settings:
             monitor_window_minutes=_int(env, ENV_MONITOR_WINDOW_MINUTES, DEFAULT_MONITOR_WINDOW_MINUTES, 1),
             monitor_settle_seconds=_int(env, ENV_MONITOR_SETTLE_SECONDS, DEFAULT_MONITOR_SETTLE_SECONDS, 0),
             metrics_namespace=env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE,
+            generate_model=_generate_model(env),
+            generate_endpoint=env.get(ENV_GENERATE_ENDPOINT, "").strip() or None,
+            generate_version=_generate_version(env),
+            generate_max_new_tokens=_int(env, ENV_GENERATE_MAX_NEW_TOKENS, DEFAULT_GENERATE_MAX_NEW_TOKENS, 1),
+            generate_timeout_s=_int(env, ENV_GENERATE_TIMEOUT_S, DEFAULT_GENERATE_TIMEOUT_S, 1),
         )
 
     @classmethod
@@ -199,4 +232,6 @@ _ENV_OF = {
     "monitor_table": ENV_MONITOR_TABLE,
     "batch_state_machine": ENV_BATCH_STATE_MACHINE,
     "feedback_table": ENV_FEEDBACK_TABLE,
+    "generate_model": ENV_GENERATE_MODEL,
+    "generate_endpoint": ENV_GENERATE_ENDPOINT,
 }
