@@ -5,6 +5,11 @@ update loop promoted (the stack's SentimentLayerArn and MinilmLayerArn; with ``-
 here serve instead). Prints ``Name=value`` pairs for ``sam deploy --parameter-overrides``; nothing before the first
 deploy.
 
+``large-model DIR``, once the stack exists: uploads the model.tar.gz of a text-generation build
+(``build/endpoints/<name>``) to the RegistryBucket (``endpoints/<name>/<version>/model.tar.gz``; skipped when that key
+holds it already) and prints the ``LargeModelName``, ``LargeModelData`` and ``LargeModelVersion`` overrides of the
+deploy that serves it.
+
 ``upload``, after it: to the stack's RegistryBucket, the ferry wheel (``artifacts/<wheel>``), the training job's
 source tarball (``artifacts/update-entry.tar.gz``: this folder and the wheel) and each built model's fp32 weights
 (``models/<name>/<version>/model.tar.gz``, the version its built layer's manifest names): the first update of a
@@ -28,6 +33,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 LAYER_PARAMETERS = ("SentimentLayerArn", "MinilmLayerArn")
+# Passed on from the stack by every deploy, whatever --promoted says: a deploy that named no large model would
+# otherwise take the template's defaults (none) and delete the endpoint.
+LARGE_MODEL_PARAMETERS = ("LargeModelName", "LargeModelData", "LargeModelVersion")
 ENTRY_KEY = "artifacts/update-entry.tar.gz"  # as ferry.runtime.update_task.ENTRY_KEY
 
 
@@ -55,11 +63,27 @@ def describe(cloudformation: Any, stack: str) -> dict[str, Any] | None:
 
 
 def parameters(stack: dict[str, Any] | None, promoted: str) -> list[str]:
-    """``Name=value`` overrides of the layer parameters: the stack's promoted ones kept, or all reset."""
-    if promoted == "reset":
-        return [f'{name}=""' for name in LAYER_PARAMETERS]
+    """``Name=value`` overrides of the layer parameters (the stack's promoted ones kept, or all reset) and of the
+    large model's (the stack's kept)."""
     values = {item["ParameterKey"]: item.get("ParameterValue", "") for item in (stack or {}).get("Parameters", [])}
-    return [f"{name}={values[name]}" for name in LAYER_PARAMETERS if values.get(name)]
+    large = [f"{name}={values[name]}" for name in LARGE_MODEL_PARAMETERS if values.get(name)]
+    if promoted == "reset":
+        return [f'{name}=""' for name in LAYER_PARAMETERS] + large
+    return [f"{name}={values[name]}" for name in LAYER_PARAMETERS if values.get(name)] + large
+
+
+def upload_large_model(s3: Any, bucket: str, build: Path) -> list[str]:
+    """The overrides that serve the text-generation build in `build` (its model.tar.gz uploaded first)."""
+    manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+    name, version = manifest["name"], manifest["version"]
+    key = f"endpoints/{name}/{version}/model.tar.gz"
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)  # the key names the version: what is there is this build
+    except ClientError:
+        s3.upload_file(str(build / "model.tar.gz"), bucket, key)  # multipart: the archive is hundreds of MB
+    return [f"LargeModelName={name}", f"LargeModelData=s3://{bucket}/{key}", f"LargeModelVersion={version}"]
 
 
 def entry_tarball(wheel: Path) -> bytes:
@@ -106,7 +130,9 @@ def upload(s3: Any, bucket: str, wheel_dir: Path, models: Sequence[Path], layers
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("parameters", "upload"))
+    parser.add_argument("command", choices=("parameters", "upload", "large-model"))
+    parser.add_argument("build", type=Path, nargs="?", default=Path("build/endpoints/smollm2"),
+                        help="large-model: a text-generation build folder (default %(default)s)")
     parser.add_argument("--stack", default=None)
     parser.add_argument("--promoted", choices=("keep", "reset"), default="keep")
     parser.add_argument("--wheel-dir", type=Path, default=Path("build/dist"))
@@ -124,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = {item["OutputKey"]: item["OutputValue"] for item in (stack or {}).get("Outputs", [])}
     if "RegistryBucketName" not in outputs:
         raise SystemExit(f"publish: stack {name!r} has no RegistryBucketName output (deploy it first, or --stack)")
+    if args.command == "large-model":
+        if not (args.build / "manifest.json").is_file():
+            raise SystemExit(f"publish: {args.build} holds no text-generation build (make llm)")
+        print(" ".join(upload_large_model(boto3.client("s3"), outputs["RegistryBucketName"], args.build)))
+        return 0
     for key in upload(boto3.client("s3"), outputs["RegistryBucketName"], args.wheel_dir, args.model, args.layers_dir):
         print(f"publish: s3://{outputs['RegistryBucketName']}/{key}")
     return 0

@@ -44,10 +44,20 @@ COMBINATIONS = [dict(zip(CONDITION_VALUES, values, strict=True))
                 for values in itertools.product(*CONDITION_VALUES.values())]
 COMBINATIONS += [{**COMBINATIONS[0], "SentimentLayerArn": SENTIMENT_ARN},
                  {**COMBINATIONS[-1], "SentimentLayerArn": SENTIMENT_ARN, "MinilmLayerArn": MINILM_ARN}]
+# Parameters whose conditions only add resources (the large model, HasLargeModel, and its data capture): read by
+# nothing the other conditions decide, so each value is set over a few combinations rather than multiplied in.
+ARTIFACT = "s3://ferry-artifacts-example/endpoints/smollm2/model.tar.gz"
+LARGE_MODEL = {"LargeModelName": "smollm2", "LargeModelData": ARTIFACT}
+ADDED_VALUES: dict[str, list[Any]] = {"LargeModelName": ["smollm2"], "LargeModelData": [ARTIFACT],
+                                      "CaptureText": ["false", "true"], "LargeModelImageAccount": ["123456789012"]}
+COMBINATIONS += [{**COMBINATIONS[0], **LARGE_MODEL, "CaptureText": "false"},  # apikey, x86_64, 10, no email
+                 {**COMBINATIONS[15], **LARGE_MODEL, "CaptureText": "true",  # jwt, arm64, 0, an email
+                  "LargeModelImageAccount": "123456789012"},
+                 {**COMBINATIONS[16], **LARGE_MODEL, "CaptureText": "true"}]  # iam, x86_64, 10, no email
 
 
 def _id(parameters: dict[str, Any]) -> str:
-    return "-".join(f"{value}" or "none" for value in parameters.values())
+    return "-".join(f"{value}" or "none" for name, value in parameters.items() if name != "LargeModelData")
 
 
 def _sam_template() -> dict[str, Any]:
@@ -161,8 +171,8 @@ def test_every_condition_parameter_is_combined():
     template = _sam_template()
     read = {name for expression in template["Conditions"].values() for name in _references(expression)
             if name in template["Parameters"]}
-    assert read == set(CONDITION_VALUES) | set(SWAPPED_VALUES)
-    for name, values in SWAPPED_VALUES.items():  # each value of a swapped parameter is deployed by some combination
+    assert read == set(CONDITION_VALUES) | set(SWAPPED_VALUES) | set(ADDED_VALUES)
+    for name, values in {**SWAPPED_VALUES, **ADDED_VALUES}.items():  # each value is deployed by some combination
         assert all(any(combination.get(name) == value for combination in COMBINATIONS) for value in values), name
 
 
@@ -553,3 +563,224 @@ def test_the_update_function_s_gate_step_judges_real_int8_layers(bert_build, eva
     assert stored["slices"]["reference"]["rows"] == 150 and stored["slices"]["feedback"]["rows"] == 150
     assert stored["slices"]["feedback"]["live"] == stored["slices"]["feedback"]["candidate"]
     assert recorded == verdict
+
+
+# -- the large model: a GPU SageMaker endpoint behind the same API, only when LargeModelName is set ------------------
+
+LARGE_MODEL_TYPES = {"AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint",
+                     "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy"}
+GENERATE_ROUTES = {"POST /v1/models/{model}/generate", "POST /v1/models/{model}/v1/chat/completions"}
+
+
+@pytest.fixture(scope="module")
+def large_stack() -> dict[str, Any]:
+    return deployed(transform(LARGE_MODEL), LARGE_MODEL)
+
+
+@pytest.fixture(scope="module")
+def capturing_large_stack() -> dict[str, Any]:
+    parameters = {**LARGE_MODEL, "CaptureText": "true"}
+    return deployed(transform(parameters), parameters)
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {logical_id: r["Properties"] for logical_id, r in resources.items() if r["Type"] == kind}
+
+
+def _one(resources: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    (found,) = _of_type(resources, kind).items()
+    return found
+
+
+def _routes(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["RouteKey"]: p for p in _of_type(resources, "AWS::ApiGatewayV2::Route").values()}
+
+
+def test_without_a_large_model_the_stack_creates_none_of_it(default_stack):
+    """The default (LargeModelName empty) costs nothing: no endpoint, no scaling, no function, no route, no bucket."""
+    resources = default_stack
+    assert not {r["Type"] for r in resources.values()} & LARGE_MODEL_TYPES
+    assert "ferry-generate" not in _by_service(resources)
+    assert not set(_routes(resources)) & GENERATE_ROUTES
+    assert not [logical_id for logical_id in resources if logical_id.startswith(("LargeModel", "Generate"))]
+    assert "sagemaker" not in json.dumps(_statements(resources, _by_service(resources)["ferry-predict"]["Role"]
+                                                     ["Fn::GetAtt"][0]))
+    predict = _by_service(resources)["ferry-predict"]["Environment"]["Variables"]
+    assert predict["FERRY_GENERATE_MODEL"] == {"Ref": "LargeModelName"}  # empty: GET /v1/models lists none
+    template = _sam_template()
+    assert template["Parameters"]["LargeModelName"]["Default"] == ""
+    for name in ("LargeModelEndpointName", "GenerateUrl"):
+        assert template["Outputs"][name]["Condition"] == "HasLargeModel"
+    assert template["Outputs"]["LargeModelCaptureBucketName"]["Condition"] == "CaptureLargeModelText"
+
+
+def test_a_large_model_gets_an_endpoint_its_scaling_a_function_and_routes_that_reference_each_other(large_stack):
+    resources = large_stack
+    model_id, model = _one(resources, "AWS::SageMaker::Model")
+    config_id, config = _one(resources, "AWS::SageMaker::EndpointConfig")
+    endpoint_id, endpoint = _one(resources, "AWS::SageMaker::Endpoint")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == {"Ref": "LargeModelData"}
+    assert model["PrimaryContainer"]["Environment"]["HF_MODEL_ID"] == "/opt/ml/model"  # the unpacked artifact
+    assert model["EnableNetworkIsolation"] is True
+    role = model["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    assert resources[role]["Type"] == "AWS::IAM::Role"
+    (variant,) = config["ProductionVariants"]
+    assert variant["ModelName"] == {"Fn::GetAtt": [model_id, "ModelName"]}
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == (
+        {"Ref": "LargeModelInstanceType"}, {"Ref": "LargeModelMinInstances"})
+    assert 300 <= variant["ContainerStartupHealthCheckTimeoutInSeconds"] <= 3600
+    assert 300 <= variant["ModelDataDownloadTimeoutInSeconds"] <= 3600
+    assert endpoint["EndpointConfigName"] == {"Fn::GetAtt": [config_id, "EndpointConfigName"]}
+    name = endpoint["EndpointName"]
+    assert name == {"Fn::Sub": "${AWS::StackName}-${LargeModelName}"}
+    target_id, target = _one(resources, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["ServiceNamespace"], target["ScalableDimension"]) == ("sagemaker",
+                                                                         "sagemaker:variant:DesiredInstanceCount")
+    resource_id = f"endpoint/${{{endpoint_id}.EndpointName}}/variant/{variant['VariantName']}"
+    assert target["ResourceId"] == {"Fn::Sub": resource_id}
+    assert (target["MinCapacity"], target["MaxCapacity"]) == ({"Ref": "LargeModelMinInstances"},
+                                                              {"Ref": "LargeModelMaxInstances"})
+    _, policy = _one(resources, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert policy["ScalingTargetId"] == {"Ref": target_id} and policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    metric = tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]
+    assert metric == "SageMakerVariantInvocationsPerInstance"
+    assert tracking["TargetValue"] == {"Ref": "LargeModelTargetInvocations"}
+    assert tracking["ScaleOutCooldown"] > 0 and tracking["ScaleInCooldown"] >= tracking["ScaleOutCooldown"]
+
+    functions = _by_service(resources)
+    generate, predict = functions["ferry-generate"], functions["ferry-predict"]
+    variables = generate["Environment"]["Variables"]
+    assert variables["FERRY_GENERATE_ENDPOINT"] == name  # the functions compute the endpoint's name
+    assert predict["Environment"]["Variables"]["FERRY_GENERATE_ENDPOINT"] == name
+    assert variables["FERRY_GENERATE_MODEL"] == {"Ref": "LargeModelName"}
+    assert variables["FERRY_GENERATE_MAX_NEW_TOKENS"] == {"Ref": "LargeModelMaxNewTokens"}
+    assert variables["FERRY_GENERATE_TIMEOUT_S"] == "25" and generate["Timeout"] == 29  # under API Gateway's 30 s
+    assert variables["FERRY_CAPTURE_TEXT"] == {"Ref": "CaptureText"}
+    assert variables["FERRY_STACK_SECRET"] == predict["Environment"]["Variables"]["FERRY_STACK_SECRET"]
+    assert generate["MemorySize"] <= 512 and generate["Handler"] == "app.lambda_handler"
+    assert len(generate["Layers"]) == 2  # the Globals' runtime and Powertools layers, no model layer
+    assert not any("ModelLayer" in json.dumps(layer) for layer in generate["Layers"])
+
+    function_id = next(logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+                       and r["Properties"] == generate)
+    routes = _routes(resources)
+    assert set(routes) >= GENERATE_ROUTES
+    integrations = {_references(routes[key]["Target"]).pop() for key in GENERATE_ROUTES}
+    (integration,) = integrations
+    assert resources[integration]["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    permissions = _of_type(resources, "AWS::Lambda::Permission").values()
+    assert any(p["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}
+               and p["Principal"] == "apigateway.amazonaws.com" for p in permissions)
+    for key in GENERATE_ROUTES:  # protected exactly as the predict route
+        assert {k: routes[key][k] for k in ("AuthorizationType", "AuthorizerId")} == \
+            {k: routes["POST /v1/models/{model}/predict"][k] for k in ("AuthorizationType", "AuthorizerId")}
+
+
+def test_generations_are_captured_like_predictions(large_stack):
+    resources = large_stack
+    function_id = next(logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+                       and r["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "ferry-generate")
+    group = resources[function_id]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    (subscription,) = [r for r in resources.values() if r["Type"] == "AWS::Logs::SubscriptionFilter"
+                       and r["Properties"]["LogGroupName"] == {"Ref": group}]
+    predict = resources["CaptureSubscription"]["Properties"]
+    assert subscription["Properties"]["DestinationArn"] == predict["DestinationArn"]
+    assert subscription["Properties"]["FilterPattern"] == predict["FilterPattern"]
+    permission = resources[subscription["DependsOn"]]["Properties"]
+    assert (permission["Principal"], permission["SourceArn"]) == ("logs.amazonaws.com", {"Fn::GetAtt": [group, "Arn"]})
+
+
+def test_the_functions_may_reach_that_endpoint_only(large_stack):
+    resources = large_stack
+    functions = _by_service(resources)
+    generate = _statements(resources, functions["ferry-generate"]["Role"]["Fn::GetAtt"][0])
+    assert generate == [{"Effect": "Allow", "Action": ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
+                         "Resource": {"Ref": "LargeModelEndpoint"}}]  # Ref: the ARN as SageMaker reports it
+    predict = _statements(resources, functions["ferry-predict"]["Role"]["Fn::GetAtt"][0])
+    assert predict == [{"Effect": "Allow", "Action": "sagemaker:DescribeEndpoint",
+                        "Resource": {"Ref": "LargeModelEndpoint"}}]
+    assert "*" not in json.dumps(generate + predict)
+
+
+def test_the_endpoint_role_reads_its_artifact_pulls_its_image_and_nothing_else(large_stack):
+    resources = large_stack
+    (role_id,) = {r["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0] for r in resources.values()
+                  if r["Type"] == "AWS::SageMaker::Model"}
+    role = resources[role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    statements = _statements(resources, role_id)
+    read = next(s for s in statements if "s3:GetObject" in _actions(s))
+    text, names = read["Resource"]["Fn::Sub"]
+    assert text.endswith(":::${Object}") and "LargeModelData" in json.dumps(names)  # the object, not the bucket
+    assert not any("s3:PutObject" in _actions(s) for s in statements)  # no data capture unless CaptureText
+    pull = next(s for s in statements if "ecr:BatchGetImage" in _actions(s))
+    assert pull["Resource"]["Fn::Sub"][0].endswith(":repository/${Repository}")
+    for statement in statements:  # "*" only where the action takes no resource
+        if statement["Resource"] == "*":
+            assert _actions(statement) in ({"ecr:GetAuthorizationToken"}, {"cloudwatch:PutMetricData"})
+            assert "cloudwatch:PutMetricData" not in _actions(statement) or statement["Condition"]
+
+
+def test_data_capture_to_s3_follows_capture_text(large_stack, capturing_large_stack):
+    """SageMaker's data capture stores raw prompts and answers: only where CaptureText keeps raw text."""
+    _, config = _one(large_stack, "AWS::SageMaker::EndpointConfig")
+    assert "DataCaptureConfig" not in config
+    assert not {k for k, r in large_stack.items() if r["Type"] == "AWS::S3::Bucket"} - {"BatchBucket", "RegistryBucket"}
+    resources = capturing_large_stack
+    _, config = _one(resources, "AWS::SageMaker::EndpointConfig")
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True
+    assert {option["CaptureMode"] for option in capture["CaptureOptions"]} == {"Input", "Output"}
+    (bucket_id,) = _references(capture["DestinationS3Uri"])
+    bucket = resources[bucket_id]
+    assert bucket["Type"] == "AWS::S3::Bucket" and bucket["DeletionPolicy"] == "Retain"
+    properties = bucket["Properties"]
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    rules = properties["LifecycleConfiguration"]["Rules"]
+    assert any(rule.get("ExpirationInDays") == {"Ref": "CaptureRetentionDays"} for rule in rules)
+    assert "VersioningConfiguration" not in properties  # versions would keep expired prompts
+    (policy,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::S3::BucketPolicy"
+                 and r["Properties"]["Bucket"] == {"Ref": bucket_id}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+    role = next(r["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0] for r in resources.values()
+                if r["Type"] == "AWS::SageMaker::Model")
+    writes = [s for s in _statements(resources, role) if "s3:PutObject" in _actions(s)]
+    assert [_references(s["Resource"]) for s in writes] == [{bucket_id}]
+
+
+def test_the_serving_image_is_a_maintained_llm_container_from_the_region_s_registry():
+    template = _sam_template()
+    image = template["Parameters"]["LargeModelImage"]["Default"]
+    repository, tag = image.split(":")
+    assert repository == "djl-inference" and "-lmi" in tag  # AWS's LMI (DJL Serving + vLLM)
+    assert "tgi" not in image.lower() and "text-generation-inference" not in image  # archived in March 2026
+    accounts = template["Mappings"]["DeepLearningContainers"]
+    assert accounts["us-east-1"] == {"Account": "763104351884"} and accounts["af-south-1"] != accounts["us-east-1"]
+    assert all(re.fullmatch(r"[0-9]{12}", entry["Account"]) for entry in accounts.values())
+    for parameters in (LARGE_MODEL, {**LARGE_MODEL, "LargeModelImageAccount": "123456789012"}):
+        _, model = _one(deployed(transform(parameters), parameters), "AWS::SageMaker::Model")
+        text, names = model["PrimaryContainer"]["Image"]["Fn::Sub"]
+        assert text == "${Account}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${LargeModelImage}"
+        expected = ({"Ref": "LargeModelImageAccount"} if "LargeModelImageAccount" in parameters else
+                    {"Fn::FindInMap": ["DeepLearningContainers", {"Ref": "AWS::Region"}, "Account"]})
+        assert names["Account"] == expected
+
+
+def test_the_large_model_s_name_is_an_api_model_name_that_fits_an_endpoint_name():
+    from ferry.runtime.constants import MODEL_NAME_RE
+
+    template = _sam_template()
+    pattern = template["Parameters"]["LargeModelName"]["AllowedPattern"]
+    for name in ("", "smollm2", "llama-3-8b", "a" * 32):
+        assert re.fullmatch(pattern, name), name
+        assert name == "" or MODEL_NAME_RE.fullmatch(name)
+    for name in ("SmolLM2", "smollm2-", "-x", "a" * 33, "small_lm"):  # SageMaker ARNs are lowercase; 63 in all
+        assert not re.fullmatch(pattern, name), name
+    rule = template["Rules"]["LargeModelNeedsItsArtifact"]
+    values = {"LargeModelName": "smollm2", "LargeModelData": ""}
+    assert _condition(rule["RuleCondition"], values, {})
+    assert not _condition(rule["Assertions"][0]["Assert"], values, {})
+    assert _condition(rule["Assertions"][0]["Assert"], {**values, "LargeModelData": ARTIFACT}, {})

@@ -59,5 +59,5 @@ def test_sam_build_packages_every_function(tmp_path):
                     f"PATH when it finds one, on PATH or in pyenv). sam build said: {said[-300:]}")
     assert result.returncode == 0, said
     built = project / ".aws-sam" / "build"
-    for function in ("PredictFunction", "CaptureFunction", "BatchFunction", "AuthorizerFunction"):
+    for function in ("PredictFunction", "CaptureFunction", "BatchFunction", "AuthorizerFunction", "GenerateFunction"):
         assert (built / function / "app.py").is_file()

@@ -961,3 +961,33 @@ def test_make_deploy_passes_the_promoted_layers_on_and_uploads_what_the_job_need
     fp32 = s3.get_object(Bucket=BUCKET, Key=update_task.fp32_key(MODEL, LIVE))["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(fp32)) as packed:  # the layout job.live_model reads
         assert "model/config.json" in packed.getnames()
+
+
+def test_make_deploy_keeps_the_large_model_and_publishes_a_text_generation_build(tmp_path, aws):
+    """A deploy that names no large model would delete its endpoint: the stack's large-model parameters go on,
+    whatever --promoted says; `publish.py large-model` uploads a build once per version and names it."""
+    import boto3
+
+    spec = importlib.util.spec_from_file_location("ferry_update_publish", ROOT / "infra" / "update" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    stack = describe()["Stacks"][0]
+    data = "s3://bucket/endpoints/smollm2/bb0610f60abf/model.tar.gz"
+    stack["Parameters"] += [{"ParameterKey": "LargeModelName", "ParameterValue": "smollm2"},
+                            {"ParameterKey": "LargeModelData", "ParameterValue": data},
+                            {"ParameterKey": "LargeModelVersion", "ParameterValue": ""}]
+    kept = ["LargeModelName=smollm2", f"LargeModelData={data}"]
+    assert publish.parameters(stack, "keep") == kept
+    assert publish.parameters(stack, "reset") == ['SentimentLayerArn=""', 'MinilmLayerArn=""', *kept]
+    build = tmp_path / "smollm2"
+    build.mkdir()
+    (build / "manifest.json").write_text(json.dumps({"name": "smollm2", "version": "bb0610f60abf"}))
+    (build / "model.tar.gz").write_bytes(b"archive")
+    s3 = boto3.client("s3", region_name=REGION)
+    key = "endpoints/smollm2/bb0610f60abf/model.tar.gz"
+    assert publish.upload_large_model(s3, BUCKET, build) == [
+        "LargeModelName=smollm2", f"LargeModelData=s3://{BUCKET}/{key}", "LargeModelVersion=bb0610f60abf"]
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"archive"
+    (build / "model.tar.gz").write_bytes(b"changed")  # the same version: the object there is not replaced
+    publish.upload_large_model(s3, BUCKET, build)
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"archive"

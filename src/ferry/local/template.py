@@ -4,12 +4,17 @@ moto's CloudFormation cannot deploy the transformed SAM template (STACK.md), so 
 declares are created from their own properties, and the HTTP routes come from the functions' HttpApi events:
 the local stack cannot drift from the template. This module is the only one that reads the template: each
 function here returns plain data (names, arguments, resolved values) that the stack acts on.
+
+Conditions hold as CloudFormation would evaluate them with the template's parameter values: their defaults, or the
+values given to `load_template(path, parameters)` (as ``sam deploy --parameter-overrides`` gives them). Every reader
+below skips a resource whose ``Condition`` is false (no generate function without a ``LargeModelName``, no API-key
+authorizer in jwt mode) and sees the branch each ``Fn::If`` takes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,10 @@ import yaml
 from ferry.local.exceptions import TemplateError
 from ferry.local.logs import FilterPattern
 
-__all__ = ["Function", "Route", "SubscriptionFilter", "TemplateError", "buckets", "functions", "lambda_authorizer",
-           "load_template", "overridable", "queues", "resolve", "routes", "s3_triggers", "schedules", "secrets",
-           "subscription_filters", "substitute", "tables"]
+__all__ = ["Function", "Route", "SubscriptionFilter", "TemplateError", "buckets", "conditions", "exists",
+           "functions", "lambda_authorizer", "load_template", "overridable", "parameter_values", "queues", "resolve",
+           "routes", "s3_triggers", "schedules", "secrets", "subscription_filters", "substitute", "tables",
+           "with_parameters"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -29,7 +35,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"  # as in the template's JSON form
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if suffix == "GetAtt" and isinstance(value, str):
@@ -71,7 +77,9 @@ class Route:
         return found.groupdict() if found else None
 
 
-def load_template(path: Path) -> dict[str, Any]:
+def load_template(path: Path, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The template at `path`; with `parameters`, as a stack deployed with them as parameter overrides sees it
+    (see `with_parameters`)."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
     except FileNotFoundError:
@@ -81,18 +89,159 @@ def load_template(path: Path) -> dict[str, Any]:
         raise TemplateError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise TemplateError(f"{path}: no Resources")
-    return data
+    return with_parameters(data, parameters) if parameters else data
 
+
+# -- parameters and conditions -------------------------------------------------------------------------------------
+
+def with_parameters(template: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `template` in which each parameter of `parameters` has that value as its default, checked as
+    CloudFormation checks a parameter override (declared, AllowedValues, AllowedPattern, MinValue/MaxValue): what
+    every reader here (conditions, `resolve`, `schedules`) takes as the parameter's value."""
+    declared = template.get("Parameters", {})
+    overridden = {name: dict(spec) for name, spec in declared.items()}
+    for name, value in parameters.items():
+        if name not in declared:
+            raise TemplateError(f"is not a parameter of the template (it has {', '.join(sorted(declared))})",
+                                field=name)
+        overridden[name]["Default"] = _checked(name, _text(value), declared[name])
+    return {**template, "Parameters": overridden}
+
+
+def _checked(name: str, value: str, spec: Mapping[str, Any]) -> str:
+    allowed = spec.get("AllowedValues")
+    if allowed is not None and value not in [_text(item) for item in allowed]:
+        raise TemplateError(f"must be one of {', '.join(_text(item) for item in allowed)}, got {value!r}", field=name)
+    pattern = spec.get("AllowedPattern")
+    if pattern is not None and not re.fullmatch(str(pattern), value):
+        raise TemplateError(f"must match {pattern}, got {value!r}", field=name)
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise TemplateError(f"must be a number, got {value!r}", field=name) from None
+        if not float(spec.get("MinValue", number)) <= number <= float(spec.get("MaxValue", number)):
+            raise TemplateError(f"must be within [{spec.get('MinValue', '')}, {spec.get('MaxValue', '')}], got "
+                                f"{value!r}", field=name)
+    return value
+
+
+def _text(value: Any) -> str:
+    """A parameter or literal as CloudFormation compares it: a string (YAML's true is "true", a list is joined)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_text(item) for item in value)
+    return str(value)
+
+
+def parameter_values(template: dict[str, Any]) -> dict[str, str]:
+    """Every parameter that has a value (its default, or the value `with_parameters` gave it), as a string."""
+    return {name: _text(spec["Default"]) for name, spec in template.get("Parameters", {}).items()
+            if isinstance(spec, dict) and "Default" in spec}
+
+
+def conditions(template: dict[str, Any]) -> dict[str, bool]:
+    """The truth of each of the template's Conditions with its parameter values (Fn::Equals, Fn::Not, Fn::And,
+    Fn::Or and Condition, over literals, parameters and pseudo parameters)."""
+    evaluator = _Conditions(template.get("Conditions", {}), parameter_values(template))
+    return {name: evaluator.condition(name, ()) for name in evaluator.definitions}
+
+
+class _Conditions:
+    """Evaluates conditions as CloudFormation does, each once (a condition may name another: `Condition`)."""
+
+    def __init__(self, definitions: Mapping[str, Any], values: Mapping[str, str]):
+        self.definitions, self.values = definitions, values
+        self.truth: dict[str, bool] = {}
+
+    def condition(self, name: str, chain: tuple[str, ...]) -> bool:
+        if name not in self.truth:
+            if name not in self.definitions:
+                raise TemplateError(f"condition {name} is not among the template's Conditions")
+            if name in chain:
+                raise TemplateError(f"condition {name} depends on itself ({' -> '.join((*chain, name))})")
+            self.truth[name] = self.evaluate(self.definitions[name], (*chain, name))
+        return self.truth[name]
+
+    def evaluate(self, expression: Any, chain: tuple[str, ...]) -> bool:
+        if not (isinstance(expression, dict) and len(expression) == 1):
+            raise TemplateError(f"condition {chain[-1]}: {expression!r} is no condition function")
+        (function, argument), = expression.items()
+        if function == "Condition":
+            return self.condition(str(argument), chain)
+        if function == "Fn::Equals":
+            left, right = argument
+            return self.operand(left) == self.operand(right)
+        if function == "Fn::Not":
+            return not self.evaluate(argument[0], chain)
+        if function in ("Fn::And", "Fn::Or"):
+            results = [self.evaluate(item, chain) for item in argument]  # each one evaluated, as CloudFormation does
+            return all(results) if function == "Fn::And" else any(results)
+        raise TemplateError(f"condition {chain[-1]}: {function} is not a condition function")
+
+    def operand(self, value: Any) -> str:
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            name = value["Ref"]
+            if name in self.values:
+                return self.values[name]
+            if name in LOCAL_PSEUDO:
+                return LOCAL_PSEUDO[name]
+            raise TemplateError(f"condition operand !Ref {name}: no parameter with a value, no pseudo parameter")
+        if isinstance(value, dict | list):
+            raise TemplateError(f"cannot evaluate the condition operand {value!r} locally")
+        return _text(value)
+
+
+def exists(template: dict[str, Any], logical_id: str, truth: Mapping[str, bool] | None = None) -> bool:
+    """Whether the resource `logical_id` is created with the template's parameter values (its Condition holds)."""
+    resource = template["Resources"][logical_id]
+    name = resource.get("Condition") if isinstance(resource, dict) else None
+    if name is None:
+        return True
+    truth = conditions(template) if truth is None else truth
+    if name not in truth:
+        raise TemplateError(f"resource {logical_id}: its Condition {name} is not among the template's Conditions")
+    return truth[name]
+
+
+_NO_VALUE = object()
+
+
+def _chosen(value: Any, truth: Mapping[str, bool]) -> Any:
+    """`value` with each Fn::If replaced by the branch its condition takes, and !Ref AWS::NoValue removed."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, then, otherwise = value["Fn::If"]
+            if name not in truth:
+                raise TemplateError(f"Fn::If names {name}, which is not among the template's Conditions")
+            return _chosen(then if truth[name] else otherwise, truth)
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        kept = {key: _chosen(item, truth) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not _NO_VALUE}
+    if isinstance(value, list):
+        return [item for item in (_chosen(item, truth) for item in value) if item is not _NO_VALUE]
+    return value
+
+
+def _resources(template: dict[str, Any], kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(logical id, resource) of each resource of type `kind` that exists, with its Fn::If branches chosen."""
+    truth = conditions(template)
+    for logical_id, resource in template["Resources"].items():
+        if isinstance(resource, dict) and resource.get("Type") == kind and exists(template, logical_id, truth):
+            yield logical_id, _chosen(resource, truth)
+
+
+# -- what the local stack acts on ----------------------------------------------------------------------------------
 
 def functions(template: dict[str, Any], root: Path) -> dict[str, Function]:
     """The template's functions by logical id, with what the Globals give them (variables, timeout, memory,
     dead-letter queue) already applied."""
-    shared = template.get("Globals", {}).get("Function", {})
+    shared = _chosen(template.get("Globals", {}).get("Function", {}), conditions(template))
     shared_variables = shared.get("Environment", {}).get("Variables", {})
     found = {}
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
+    for logical_id, resource in _resources(template, "AWS::Serverless::Function"):
         properties = resource.get("Properties", {})
         environment = {**shared_variables, **properties.get("Environment", {}).get("Variables", {})}
         if "CodeUri" not in properties or "Handler" not in properties:
@@ -125,14 +274,18 @@ _DYNAMIC_SECRET = re.compile(r"\{\{resolve:secretsmanager:(.+?):SecretString\}\}
 def resolve(template: dict[str, Any], value: Any, names: Mapping[str, str],
             secret: Callable[[str], str] | None = None) -> str:
     """A template value as the local stack sees it: refs to resources become their local `names` (a table's name,
-    a queue's URL, a secret's ARN), parameters their defaults, pseudo parameters the local stack's, and a
-    ``{{resolve:secretsmanager:ID:SecretString}}`` dynamic reference `secret(ID)`."""
+    a queue's URL, a secret's ARN), parameters their values (defaults, or as `with_parameters` set them), pseudo
+    parameters the local stack's, a ``{{resolve:secretsmanager:ID:SecretString}}`` dynamic reference
+    `secret(ID)`, and an Fn::If the branch its condition takes (!Ref AWS::NoValue: "")."""
     parameters = template.get("Parameters", {})
 
     def name_of(ref: str) -> str:
         default = parameters.get(ref, {}).get("Default")
-        return names.get(ref) or (str(default) if default is not None else LOCAL_PSEUDO.get(ref, ""))
+        return names.get(ref) or (_text(default) if default is not None else LOCAL_PSEUDO.get(ref, ""))
 
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        chosen = _chosen(value, conditions(template))
+        return "" if chosen is _NO_VALUE else resolve(template, chosen, names, secret)
     if isinstance(value, dict) and "Ref" in value:
         return name_of(value["Ref"])
     if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
@@ -154,9 +307,7 @@ def routes(template: dict[str, Any]) -> list[Route]:
     """The HTTP API's routes: each AWS::ApiGatewayV2::Route, its integration's function, and whether it is public."""
     resources = template["Resources"]
     found = []
-    for resource in resources.values():
-        if resource.get("Type") != "AWS::ApiGatewayV2::Route":
-            continue
+    for _, resource in _resources(template, "AWS::ApiGatewayV2::Route"):
         properties = resource["Properties"]
         method, _, path = str(properties["RouteKey"]).partition(" ")
         target = properties.get("Target")
@@ -192,9 +343,8 @@ def _function_of(uri: Any) -> str:
 
 def lambda_authorizer(template: dict[str, Any]) -> str | None:
     """The logical id of the function behind the HTTP API's Lambda (REQUEST) authorizer, if it has one."""
-    for resource in template["Resources"].values():
-        if resource.get("Type") == "AWS::ApiGatewayV2::Authorizer" and \
-                resource.get("Properties", {}).get("AuthorizerType") == "REQUEST":
+    for _, resource in _resources(template, "AWS::ApiGatewayV2::Authorizer"):
+        if resource.get("Properties", {}).get("AuthorizerType") == "REQUEST":
             return _function_of(resource["Properties"]["AuthorizerUri"])
     return None
 
@@ -202,9 +352,7 @@ def lambda_authorizer(template: dict[str, Any]) -> str | None:
 def tables(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """create_table arguments of every DynamoDB table, by logical id."""
     found = {}
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != "AWS::DynamoDB::Table":
-            continue
+    for logical_id, resource in _resources(template, "AWS::DynamoDB::Table"):
         properties = resource["Properties"]
         arguments: dict[str, Any] = {
             "TableName": properties.get("TableName", logical_id),
@@ -247,13 +395,12 @@ def substitute(value: Any) -> Any:
 def buckets(template: dict[str, Any]) -> dict[str, str]:
     """Bucket names by logical id (a !Sub of pseudo parameters resolved as the local stack names things)."""
     return {logical_id: str(substitute(resource.get("Properties", {}).get("BucketName", logical_id.lower())))
-            for logical_id, resource in template["Resources"].items() if resource.get("Type") == "AWS::S3::Bucket"}
+            for logical_id, resource in _resources(template, "AWS::S3::Bucket")}
 
 
 def queues(template: dict[str, Any]) -> list[str]:
     """Logical ids of the SQS queues (the local stack names each queue by its logical id, as it does tables)."""
-    return [logical_id for logical_id, resource in template["Resources"].items()
-            if resource.get("Type") == "AWS::SQS::Queue"]
+    return [logical_id for logical_id, _ in _resources(template, "AWS::SQS::Queue")]
 
 
 @dataclass(frozen=True)
@@ -268,16 +415,13 @@ class SubscriptionFilter:
 
 def subscription_filters(template: dict[str, Any]) -> list[SubscriptionFilter]:
     """Every AWS::Logs::SubscriptionFilter, once per function that logs to its log group."""
-    resources = template["Resources"]
     logging_to: dict[str, list[str]] = {}
-    for logical_id, resource in resources.items():
+    for logical_id, resource in _resources(template, "AWS::Serverless::Function"):
         group = _ref(resource.get("Properties", {}).get("LoggingConfig", {}).get("LogGroup"))
-        if resource.get("Type") == "AWS::Serverless::Function" and group is not None:
+        if group is not None:
             logging_to.setdefault(group, []).append(logical_id)
     found = []
-    for name, resource in resources.items():
-        if resource.get("Type") != "AWS::Logs::SubscriptionFilter":
-            continue
+    for name, resource in _resources(template, "AWS::Logs::SubscriptionFilter"):
         properties = resource.get("Properties", {})
         destination = properties.get("DestinationArn", {})
         if not (isinstance(destination, dict) and "Fn::GetAtt" in destination):
@@ -293,17 +437,14 @@ def subscription_filters(template: dict[str, Any]) -> list[SubscriptionFilter]:
 
 def secrets(template: dict[str, Any]) -> list[str]:
     """Logical ids of the Secrets Manager secrets the template generates."""
-    return [logical_id for logical_id, resource in template["Resources"].items()
-            if resource.get("Type") == "AWS::SecretsManager::Secret"]
+    return [logical_id for logical_id, _ in _resources(template, "AWS::SecretsManager::Secret")]
 
 
 def s3_triggers(template: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     """Bucket logical id -> (function logical id, key prefix) of each S3 event on it (a bucket may notify several
     functions, each under its own prefix: input/ the batch function, labels/ the feedback function)."""
     found: dict[str, list[tuple[str, str]]] = {}
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
+    for logical_id, resource in _resources(template, "AWS::Serverless::Function"):
         for event in resource.get("Properties", {}).get("Events", {}).values():
             if event.get("Type") == "S3":
                 properties = event["Properties"]
@@ -320,10 +461,8 @@ _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 def schedules(template: dict[str, Any]) -> dict[str, float]:
     """Function logical id -> seconds between runs, of each Schedule event whose expression is ``rate(...)`` (a
     parameter in it at its default): moto never fires a schedule, so the local stack runs them itself."""
-    found = {}
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
+    found: dict[str, float] = {}
+    for logical_id, resource in _resources(template, "AWS::Serverless::Function"):
         for event in resource.get("Properties", {}).get("Events", {}).values():
             if event.get("Type") != "Schedule":
                 continue
@@ -343,3 +482,14 @@ def _parameter_default(template: dict[str, Any], name: str) -> Any:
     if parameter is None or "Default" not in parameter:
         raise TemplateError(f"parameter {name} has no default for the local stack")
     return parameter["Default"]
+
+
+def endpoint_name(template: dict[str, Any]) -> str:
+    """The name of the template's SageMaker endpoint (its ``EndpointName``, resolved), which must exist under the
+    template's parameters: what the functions' variables name, and what the local endpoint server answers to."""
+    for logical_id, resource in _resources(template, "AWS::SageMaker::Endpoint"):
+        name = resource.get("Properties", {}).get("EndpointName")
+        if name is None:
+            raise TemplateError(f"{logical_id}: no EndpointName (the functions could not name the endpoint)")
+        return resolve(template, name, {})
+    raise TemplateError("no AWS::SageMaker::Endpoint exists with these parameters (LargeModelName, LargeModelData)")
