@@ -272,7 +272,7 @@ def test_an_update_killed_while_its_canary_bakes_is_consistent_and_a_rerun_finis
     assert registry.running_update("loop") is not None
     with Traffic(world.url, "loop"):
         outcome = world.update("loop").run(Trigger(by="test, again"))
-    assert outcome.state == DONE and outcome.version == candidate.version
+    assert outcome.state == DONE and outcome.version == candidate.version, outcome.why
     assert trained == [1]  # the rerun trained nothing again
     assert registry.live("loop").version == candidate.version == world.deployed("loop")
     assert registry.running_update("loop") is None

@@ -14,6 +14,7 @@ from ferry.commands._local import add_layers_dir, add_template, local_errors, pr
 from ferry.local.server import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from ferry.local.endpoint import LargeModel
     from ferry.local.stack import LocalStack
 
 
@@ -32,6 +33,10 @@ def register(subparsers: Subparsers) -> None:
                        help="how long a canary serves its share before it goes live (default: the update's)")
     serve.add_argument("--min-labels", type=_count, metavar="N",
                        help="labelled examples since the trigger an update waits for (default: the update's)")
+    serve.add_argument("--endpoint", nargs="?", type=Path, const=DEFAULT_ENDPOINT_MODEL, metavar="MODEL_DIR",
+                       help="also serve a text-generation model on this machine's CPU as the stack's SageMaker "
+                       "endpoint, behind /v1/models/NAME/generate and /v1/models/NAME/v1/chat/completions "
+                       f"(default folder {DEFAULT_ENDPOINT_MODEL}, which `make llm` builds; or a Hugging Face folder)")
     add_template(serve)
     serve.set_defaults(run=run)
 
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(banner(url, stack, args.api_key is not None, updates=args.updates), flush=True)
 
     root, layers_dir, template = project(args)
+    large_model = None if args.endpoint is None else _large_model(root, args.endpoint)
     updates = None
     if args.updates:
         from ferry.update.config import UpdateConfig
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with local_errors():
             stopped = serve(root, layers_dir, template, host=host, port=port, api_key=args.api_key,
-                            progress=progress(args), on_ready=ready, updates=updates,
+                            progress=progress(args), on_ready=ready, updates=updates, large_model=large_model,
                             schedules=None if args.monitor_every is None else {MONITOR: args.monitor_every})
     except ApiKeyError as exc:
         raise UsageError(f"--api-key: {exc}") from None
@@ -74,8 +80,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_ENDPOINT_MODEL = Path("build/endpoints/smollm2")  # what `make llm` builds
 MONITOR = "MonitorFunction"  # the template's scheduled monitor
 UPDATES_DIR_ENV = "FERRY_UPDATES_DIR"  # where updates keep their files (default <project>/build)
+
+
+def _large_model(root: Path, folder: Path) -> LargeModel:
+    """The model of --endpoint, named as its build named it (``build/endpoints/<name>``) or after its folder."""
+    from ferry.endpoint.exceptions import ModelNotFoundError
+    from ferry.endpoint.server import resolve_model
+    from ferry.local.endpoint import LargeModel
+
+    path = folder if folder.is_absolute() else root / folder
+    if not path.exists():
+        hint = "run `make llm` to build it" if folder == DEFAULT_ENDPOINT_MODEL else "give a model folder"
+        raise UsageError(f"--endpoint {folder}: no such folder ({hint})")
+    try:
+        name = resolve_model(path)[1]
+    except ModelNotFoundError as exc:
+        raise UsageError(f"--endpoint {folder}: {exc}") from None
+    return LargeModel(name, path)
 
 
 def _seconds(text: str) -> float:
@@ -112,6 +136,11 @@ def banner(url: str, stack: LocalStack, keyed: bool, updates: bool = False) -> s
         lines.append("  export FERRY_API_KEY=<the key given to --api-key>")
     lines.append(f"  curl -s {url}/v1/models/sentiment/predict{auth} -H 'Content-Type: application/json' "
                  "-d '{\"inputs\": \"I love this\"}'")
+    if stack.large_model is not None:
+        lines.append(f"  {stack.large_model.name} (text generation) on a local endpoint at {stack.large_model_url}:")
+        lines.append(f"  curl -s {url}/v1/models/{stack.large_model.name}/generate{auth} -H 'Content-Type: "
+                     "application/json' -d '{\"inputs\": \"The capital of France is\", \"parameters\": "
+                     "{\"max_new_tokens\": 8}}'")
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from ferry.local import running
 from ferry.local.exceptions import ListenError, StartCancelledError
 
 if TYPE_CHECKING:
+    from ferry.local.endpoint import LargeModel
     from ferry.local.stack import LocalStack
     from ferry.update.config import UpdateConfig
     from ferry.update.local import Controller
@@ -124,7 +125,8 @@ def _start_updates(stack: LocalStack, updates: UpdateConfig | None) -> Controlle
 def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, host: str = DEFAULT_HOST,
           port: int = DEFAULT_PORT, api_key: str | None = None, progress: Callable[[str], None] | None = None,
           on_ready: Callable[[str, LocalStack], None] | None = None,
-          schedules: Mapping[str, float] | None = None, updates: UpdateConfig | None = None) -> Stopped:
+          schedules: Mapping[str, float] | None = None, updates: UpdateConfig | None = None,
+          large_model: LargeModel | None = None) -> Stopped:
     """Start the local stack and its HTTP API on `host`:`port`, call `on_ready(url, stack)` and serve until SIGINT
     or SIGTERM; then stop everything and say how it ended. Call it from the main thread (signals go there).
 
@@ -136,6 +138,9 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
     ``ModelDegraded`` from the monitor, or a request of `ferry update`, `ferry promote` or `ferry rollback`, runs
     in this process, one at a time per model.
 
+    With `large_model`, a text-generation model is served too, on a local SageMaker endpoint beside the stack
+    (:class:`ferry.local.stack.LocalStack`).
+
     Raises what the start raises (TemplateError, LayersNotFoundError, FunctionInitError), ListenError when the
     address cannot be listened on and ApiKeyError for a key too short, everything stopped first.
     """
@@ -145,7 +150,7 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
         from ferry.local.gateway import Gateway
         from ferry.local.stack import LocalStack
 
-        stack = LocalStack(root=root, layers_dir=layers_dir, template_path=template_path)
+        stack = LocalStack(root=root, layers_dir=layers_dir, template_path=template_path, large_model=large_model)
         gateway: Gateway | None = None
         serving = False
         written: Path | None = None

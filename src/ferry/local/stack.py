@@ -33,6 +33,7 @@ from typing import Any
 from ferry.local import template as tpl
 from ferry.local.aws import EmbeddedAws
 from ferry.local.context import REGION, log_group_of
+from ferry.local.endpoint import ENV_RUNTIME_ENDPOINT, LargeModel, LocalEndpoint, create_endpoint
 from ferry.local.exceptions import FunctionError, LayersNotFoundError, StackStoppedError, StartCancelledError
 from ferry.local.functions import INIT_TIMEOUT_S, STOP_GRACE_S, LocalFunction
 from ferry.local.logs import LogDelivery, Subscription
@@ -171,6 +172,11 @@ class LocalStack:
     from a parameter (``FERRY_BATCH_CHUNK_BYTES=... ferry batch big.jsonl``), and a ``FERRY_*`` or
     ``POWERTOOLS_*`` variable the template does not set (``FERRY_MAX_INPUTS=3 ferry serve``).
 
+    With `large_model`, the stack is deployed as with ``LargeModelName`` and ``LargeModelData`` set: the template's
+    text-generation resources exist (the generate function and its routes; the SageMaker endpoint in the embedded
+    AWS), and the endpoint's invocations reach Ferry's endpoint server running the model on this machine
+    (:mod:`ferry.local.endpoint`).
+
     `concurrency` is the number of processes of each function (invocations beyond it wait); `echo` gets every
     log line of every function (None: no echo). `traffic_seed` seeds the choice between a function's primary
     and its canary (also settable later as ``stack.traffic_seed``): None, a fresh choice each run.
@@ -181,10 +187,13 @@ class LocalStack:
 
     def __init__(self, root: Path, layers_dir: Path, template_path: Path | None = None, *,
                  environ: Mapping[str, str] | None = None, concurrency: int = 1,
-                 echo: Callable[[str], None] | None = echo_to_stderr, traffic_seed: int | None = None):
+                 echo: Callable[[str], None] | None = echo_to_stderr, traffic_seed: int | None = None,
+                 large_model: LargeModel | None = None):
         self.root = root
         self.layers_dir = layers_dir
-        self.template = tpl.load_template(template_path or root / "template.yaml")
+        self.large_model = large_model
+        self.template = tpl.load_template(template_path or root / "template.yaml",
+                                          None if large_model is None else large_model.parameters())
         self.routes = tpl.routes(self.template)
         self.authorizer = tpl.lambda_authorizer(self.template)
         self.environ = environ
@@ -197,6 +206,7 @@ class LocalStack:
         self.endpoint = ""
         self._secret_values: dict[str, str] = {}  # by ARN
         self._aws: EmbeddedAws | None = None
+        self._endpoint: LocalEndpoint | None = None
         self._clients: dict[str, Any] = {}
         self.schedules: list[Schedule] = []
         self._environ: Mapping[str, str] = {}
@@ -236,13 +246,20 @@ class LocalStack:
             raise LayersNotFoundError(f"{self.layers_dir}: no such folder of model layers; build models first "
                                       "(make up)")
         environ = os.environ if self.environ is None else self.environ
-        self._aws = EmbeddedAws({**environ, "PYTHONPATH": _python_path(environ)}, SERVICES).start()
+        services = SERVICES if self.large_model is None else (*SERVICES, "sagemaker")
+        if self.large_model is not None:  # first: torch's import and the model's load are the longest wait
+            self._endpoint = LocalEndpoint(self.large_model.folder, tpl.endpoint_name(self.template),
+                                           {**environ, "PYTHONPATH": _python_path(environ)}).start()
+        self._aws = EmbeddedAws({**environ, "PYTHONPATH": _python_path(environ)}, services).start()
         self.endpoint = self._aws.endpoint
-        for service in SERVICES:  # boto3 loads each service's model while moto imports
+        for service in services:  # boto3 loads each service's model while moto imports
             self.client(service)
         self.logs = LogDelivery([], self.client("cloudwatch").put_metric_data)
         self._aws.wait_ready(cancelled=cancelled)
         self._create_resources()
+        if self._endpoint is not None:
+            create_endpoint(self.client("sagemaker"), self._endpoint.name, tpl.resolve(
+                self.template, {"Ref": "LargeModelData"}, self.table_names))
         self._check(cancelled)
         self._environ = environ
         self._definitions = tpl.functions(self.template, self.root)
@@ -259,6 +276,13 @@ class LocalStack:
         deadline = time.monotonic() + INIT_TIMEOUT_S
         for started in self.functions.values():
             started.wait_ready(max(0.0, deadline - time.monotonic()), cancelled)
+        if self._endpoint is not None:
+            self._endpoint.wait_ready(cancelled=cancelled)
+
+    @property
+    def large_model_url(self) -> str | None:
+        """Where the local endpoint server listens (what ``sagemaker-runtime`` calls), None without a large model."""
+        return None if self._endpoint is None else self._endpoint.url
 
     @staticmethod
     def _check(cancelled: Callable[[], bool]) -> None:
@@ -285,6 +309,8 @@ class LocalStack:
             self.logs.join(timeout=2)
         for function in functions:
             function.finish_stop()
+        if self._endpoint is not None:
+            self._endpoint.stop()
         if self._aws is not None:
             self._aws.stop()
 
@@ -417,6 +443,7 @@ class LocalStack:
             "LAMBDA_TASK_ROOT": str(function.code_uri.resolve()),
             "AWS_SAM_LOCAL": "true",  # as `sam local` sets it: Powertools' Tracer turns itself off
             "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": environ.get("POWERTOOLS_DEV", "false"),
+            **({} if self._endpoint is None else {ENV_RUNTIME_ENDPOINT: self._endpoint.url}),
             **variables,
         }
 
