@@ -28,6 +28,9 @@ CHAT_FIELDS = frozenset({"messages", "max_tokens", "temperature", "top_p", "seed
 MODEL_ERROR_TYPE = "ModelError:http://internal.amazon.com/coral/com.amazon.sagemaker/"
 LOG_STREAM = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/ferry-llm"
 
+REGION = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}  # a client's, no account
+BODY = {"inputs": "What is the capital of France?", "parameters": {"max_new_tokens": 4, "details": True}}
+
 
 @dataclass(frozen=True)
 class Answer:

@@ -28,11 +28,18 @@ from ferry.runtime.exceptions import (
     ModelRejectedError,
 )
 
-from fake_endpoint import ENDPOINT, EndpointServer, FakeEndpoint, model_error, service_error, slow, throttled
+from fake_endpoint import (
+    BODY,
+    ENDPOINT,
+    REGION,
+    EndpointServer,
+    FakeEndpoint,
+    model_error,
+    service_error,
+    slow,
+    throttled,
+)
 from helpers import ROOT, free_port
-
-REGION = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
-BODY = {"inputs": "What is the capital of France?", "parameters": {"max_new_tokens": 4, "details": True}}
 
 
 class FixedStatus:

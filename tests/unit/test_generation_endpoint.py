@@ -34,10 +34,18 @@ from ferry.runtime.exceptions import (
     PayloadTooLargeError,
 )
 
-from fake_endpoint import ENDPOINT, FakeEndpoint, attach, model_error, not_ready, service_error, slow, throttled
-
-REGION = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
-BODY = {"inputs": "What is the capital of France?", "parameters": {"max_new_tokens": 4, "details": True}}
+from fake_endpoint import (
+    BODY,
+    ENDPOINT,
+    REGION,
+    FakeEndpoint,
+    attach,
+    model_error,
+    not_ready,
+    service_error,
+    slow,
+    throttled,
+)
 
 
 class Clock:

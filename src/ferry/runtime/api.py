@@ -57,13 +57,13 @@ NOT_BLANK = (
 MAX_JSON_DEPTH = 32  # the API's bodies are 3 levels deep; anything near Python's recursion limit is refused
 
 
-def _whole(value: Any) -> Any:
+def whole(value: Any) -> Any:
     """2.0 is the integer 2 to JSON Schema (and to most JSON encoders); pydantic's strict int refuses it."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 # An integer, strictly (no "2", no true), written as 2 or 2.0, at least 1.
-TopK = Annotated[int, Strict(), Ge(1), BeforeValidator(_whole)]
+TopK = Annotated[int, Strict(), Ge(1), BeforeValidator(whole)]
 
 
 class PredictParameters(BaseModel):

@@ -44,7 +44,7 @@ from pydantic import (
     create_model,
 )
 
-from ferry.runtime.api import NOT_BLANK
+from ferry.runtime.api import NOT_BLANK, whole
 from ferry.runtime.constants import CHAT_PATH, ENV_GENERATE_ENDPOINT, GENERATE_PATH, TEXT_GENERATION
 from ferry.runtime.endpoint_client import EndpointClient, EndpointStatus
 from ferry.runtime.exceptions import (
@@ -69,12 +69,7 @@ STREAMING = ("streaming is not supported on this route: API Gateway HTTP APIs ca
              '"stream": false (or leave it out) to get the whole answer at once')
 
 
-def _whole(value: Any) -> Any:
-    """2.0 is the integer 2 to JSON Schema (and to most JSON encoders); pydantic's strict int refuses it."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, Strict(), BeforeValidator(_whole)]
+Int = Annotated[int, Strict(), BeforeValidator(whole)]
 Float = Annotated[float, Strict()]  # an int is a float too; a bool or a string is neither
 Stop = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_STOP_CHARS)]
 Stops = Annotated[list[Stop], Field(max_length=MAX_STOP_SEQUENCES)]
