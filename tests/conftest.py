@@ -91,3 +91,28 @@ def serving_layers(bert_build, minilm_build, tmp_path_factory) -> Path:
     shutil.copytree(bert_build.layer_dir, layers / "tiny-bert")
     shutil.copytree(minilm_build[0], layers / "minilm")
     return layers
+
+
+# -- the end of the run ----------------------------------------------------------------------------------------------
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """End the test process with pytest's own status once everything is reported, skipping the interpreter's
+    teardown of torch's and onnxruntime's native state: one CI run (1,649 passed) then died in that teardown with
+    "terminate called without an active exception" (a C++ thread destroyed while joinable), and make failed a green
+    suite. Not reproduced in four runs of the same modules; this hook only skips that teardown, so every test result
+    and the summary stand as reported, and a process the tests start (ferry serve, the workers) still exits on its own.
+    """
+    if _EXIT_STATUS and os.environ.get("FERRY_TEST_FULL_TEARDOWN") != "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[0])
