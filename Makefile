@@ -31,7 +31,7 @@ help:
 	@echo "make test-unit   the unit tests alone (half a minute: no model, no subprocess, no network)"
 	@echo "make lint    ruff on everything, mypy on ferry.runtime"
 	@echo "make llm     package the text-generation model (SmolLM2) for a SageMaker endpoint (build/endpoints/smollm2)"
-	@echo "make bench   the benchmarks (quantization candidates, serving overhead and cold start)"
+	@echo "make bench   ferry bench on sentiment: vs the PyTorch and Optimum pipelines, load, cost (build/bench)"
 	@echo "make drift-demo  a real drift (Coachella tweets): noticed by the monitor, then repaired by an update (~15 min)"
 	@echo "make mutate  mutation testing of the contracts (mutmut; minutes, not part of make test): kill rate >= 90%"
 	@echo "make clean   remove build outputs (keeps .venv)"
@@ -160,9 +160,11 @@ mutate: $(STAMP)
 	$(PY) tools/mutate.py $(if $(filter 0,$(MUTATE_FRESH)),rerun,run) --max-children $(MUTATE_CHILDREN) \
 		--min $(MUTATE_MIN)
 
+# `ferry bench` on the default classifier (docs/bench.md): the int8 layer against the PyTorch and Optimum pipelines,
+# the local API under load, the cost on Lambda; build/bench/{bench.json,bench.md,bench.png}. Minutes. The scripts in
+# benchmarks/ (quantization candidates, the handler's interleaved overhead) run by hand.
 bench: $(STAMP) models
-	$(PY) benchmarks/quantization.py
-	$(PY) benchmarks/serving.py
+	$(FERRY) bench --model sentiment --layers-dir $(LAYERS) --source $(SENTIMENT_MODEL) --out build/bench
 
 clean:
 	rm -rf build $(LAYERS) .pytest_cache .mypy_cache .ruff_cache

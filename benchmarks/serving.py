@@ -9,6 +9,10 @@ Cold: a new interpreter with the environment Lambda gives a function with active
 the first request; the time of each step.
 
 Run: .venv/bin/python benchmarks/serving.py [--layers-dir layers/model] [--model sentiment]
+
+`ferry bench` (ferry.bench, docs/bench.md) measures the handler beside the PyTorch and Optimum pipelines, each in a
+process of its own; this script keeps the one figure that needs both in one process: the handler's overhead over
+the Predictor, interleaved call by call.
 """
 
 from __future__ import annotations
@@ -22,16 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+from ferry.bench.handler import LAMBDA_ENV as LAMBDA
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ("Honestly, the new update is a huge improvement: the app feels much faster and the battery lasts all day "
         "now, so I am really happy with it")  # 32 tokens with [CLS] and [SEP] for the MiniLM vocabulary
-# What Lambda sets for a function with active tracing: LAMBDA_TASK_ROOT makes the X-Ray SDK use its Lambda
-# context and local sampler (outside Lambda it builds a botocore client at import); the trace header is sampled.
-LAMBDA_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "ferry-predict", "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
-              "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_NAMESPACE": "Ferry",
-              "FERRY_PRELOAD": "sentiment,minilm",  # as template.yaml sets it
-              "LAMBDA_TASK_ROOT": str(ROOT / "functions/predict"), "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
-              "_X_AMZN_TRACE_ID": "Root=1-6760f2a1-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1"}
+# What Lambda sets for a function with active tracing (ferry.bench.handler says why), and the template's preload.
+LAMBDA_ENV = {**LAMBDA, "FERRY_PRELOAD": "sentiment,minilm", "LAMBDA_TASK_ROOT": str(ROOT / "functions/predict")}
 
 _COLD = """
 import json, sys, time, io, contextlib

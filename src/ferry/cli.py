@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ferry.commands import (
     batch,
+    bench,
     build,
     captures,
     endpoint,
@@ -30,7 +31,8 @@ from ferry.commands._common import EXIT_INTERRUPTED, fail, message_of
 from ferry.exceptions import FerryError
 
 # in the order --help lists them
-COMMANDS = (build, train, predict, models, serve, endpoint, invoke, batch, feedback, monitor, update, keys, captures)
+COMMANDS = (build, train, predict, models, serve, endpoint, invoke, batch, feedback, monitor, update, keys, captures,
+            bench)
 
 
 def make_parser() -> argparse.ArgumentParser:
