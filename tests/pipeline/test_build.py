@@ -32,7 +32,16 @@ def test_manifest_records_everything_the_runtime_and_monitor_need(bert_build, ev
     assert manifest["onnxruntime_version"] == onnxruntime.__version__  # the one that built and checked it
     assert manifest["quantization"]["per_channel"] is True
     assert manifest["quantization"]["reduce_range"] is True  # x86_64: safe without VNNI
-    assert manifest["quantization"]["quantized_nodes"]["MatMulInteger"] >= 12  # 2 layers x (q, k, v, o, ffn x2)
+    # attention fused before quantizing: per layer one QAttention (q, k, v) and the output and FFN MatMuls
+    quantized = manifest["quantization"]["quantized_nodes"]
+    assert quantized["QAttention"] == 2 and quantized["MatMulInteger"] >= 6  # 2 layers x (attention output, FFN x2)
+    graph = manifest["graph"]
+    assert graph["saved"] == "transformer fusions" and graph["model_type"] == "bert" and graph["opt_level"] == 1
+    assert graph["fusions"] == ["Attention", "Gelu", "LayerNormalization"]
+    assert graph["fused_nodes"]["Attention"] == 2 and "SkipLayerNormalization" not in graph["fused_nodes"]
+    assert graph["gelu_approximation"] is False
+    assert graph["at_load"] == {"level": "ORT_ENABLE_ALL",
+                                "disabled_optimizers": ["SkipLayerNormFusion", "BiasGeluFusion"]}
     assert manifest["source"]["model_type"] == "bert"
     assert manifest["created_at"].endswith("+00:00")
     parity = manifest["parity"]
@@ -64,7 +73,28 @@ def test_int8_is_smaller_and_distilbert_builds_without_token_type_ids(bert_build
     manifest = distilbert_build.manifest
     assert manifest.onnx["inputs"] == ["input_ids", "attention_mask"]
     assert manifest.source["model_type"] == "distilbert"
+    assert manifest.graph["saved"] == "transformer fusions" and manifest.graph["fused_nodes"]["Attention"] == 2
     assert manifest.parity.passed
+
+
+def test_a_build_without_fusions_quantizes_the_export_as_it_is(tiny_bert, eval_csv, bert_build, tmp_path):
+    """The fusions are a choice the manifest records: off, the graph is the export's, quantized MatMul by MatMul,
+    and it predicts as the fused one does (the parity gate holds both to the same fp32 model)."""
+    from ferry.layer import GraphSettings
+    from ferry.layer.evalset import load_eval_set
+    from ferry.runtime import Predictor
+
+    result = build_layer(BuildConfig(model=str(tiny_bert), task="text-classification", out=tmp_path, name="unfused",
+                                     eval_data=eval_csv, gate=GateThresholds(**TINY_GATE),
+                                     graph_override=GraphSettings(fusions=())))
+    manifest = result.manifest
+    assert manifest.graph["saved"] == "none" and manifest.graph["fused_nodes"] == {}
+    assert "QAttention" not in manifest.quantization["quantized_nodes"]
+    assert manifest.quantization["quantized_nodes"]["MatMulInteger"] >= 12  # 2 layers x (q, k, v, o, ffn x2)
+    texts = load_eval_set(eval_csv).texts
+    fused = [row[0]["label"] for row in Predictor.load(bert_build.model_dir).classify(texts, top_k=1)]
+    unfused = [row[0]["label"] for row in Predictor.load(result.model_dir).classify(texts, top_k=1)]
+    assert sum(a == b for a, b in zip(fused, unfused, strict=True)) >= 0.95 * len(texts)
 
 
 def test_built_in_sentences_are_the_default_eval_set_and_arm64_uses_full_range(tiny_distilbert, tmp_path):

@@ -98,3 +98,40 @@ def test_staging_and_retired_folders_are_not_layers(tmp_path):
     assert layout.layer_models_dirs(tmp_path / "missing") == []
     parts = model_layer_parts(tmp_path, "new", tmp_path / ".ferry-build-a-model-x1y2")
     assert [part.what for part in parts] == ["model layer new (new)", "model layer a-model", "model layer b-model"]
+
+
+def test_only_hardware_neutral_graph_optimizations_are_saved(tmp_path):
+    """ONNX Runtime's levels 2 and 99 depend on the CPU that optimizes: they stay at load, never in the file."""
+    from ferry.layer import GraphSettings
+    from ferry.layer.config import GRAPH
+
+    assert GRAPH.fuse and GRAPH.opt_level == 1 and GRAPH.to_dict()["gelu_approximation"] is False
+    assert "Attention" in GRAPH.fusions and "SkipLayerNormalization" not in GRAPH.fusions  # measured slower
+    for level in (2, 99):
+        with pytest.raises(InvalidBuildConfigError, match=r"graph\.opt_level must be 0 or 1"):
+            GraphSettings(opt_level=level)
+    with pytest.raises(InvalidBuildConfigError, match=r"graph\.fusions \['FastGelu'\] are not among Attention"):
+        GraphSettings(fusions=("Attention", "FastGelu"))
+    assert BuildConfig(model="m", task="feature-extraction", out=tmp_path).graph == GRAPH
+    unfused = GraphSettings(fusions=())
+    assert BuildConfig(model="m", task="feature-extraction", out=tmp_path, graph_override=unfused).graph == unfused
+
+
+@pytest.mark.parametrize(("model_type", "settings", "why"), [
+    ("gpt2", None, "no transformer fusions for model type 'gpt2'"),
+    ("bert", "unfused", ""),
+])
+def test_a_graph_with_nothing_to_fuse_is_quantized_as_exported(model_type, settings, why, tmp_path):
+    from ferry.layer import GraphSettings
+    from ferry.layer.config import GRAPH
+    from ferry.layer.export import optimize_graph
+
+    export = tmp_path / "fp32"
+    export.mkdir()
+    (export / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    (export / "model.onnx").write_bytes(b"not read")
+    chosen = GraphSettings(fusions=()) if settings == "unfused" else GRAPH
+    fused, record = optimize_graph(export / "model.onnx", chosen, tmp_path / "fused")
+    assert fused == export / "model.onnx" and not (tmp_path / "fused").exists()
+    assert record["saved"] == "none" and record["fused_nodes"] == {} and record["model_type"] == model_type
+    assert record["why"] == (why or chosen.why)

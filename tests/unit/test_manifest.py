@@ -152,8 +152,21 @@ def test_summary_and_describe(tmp_path):
                "labels": ["negative", "positive"], "max_length": 128}
     assert manifest.summary() == summary
     described = manifest.describe()
-    assert described == {**summary, **{key: CLASSIFIER_V1[key] for key in (
+    assert described == {**summary, "graph": None, **{key: CLASSIFIER_V1[key] for key in (
         "quantization", "parity", "training", "source", "arch", "created_at", "onnxruntime_version")}}
+
+
+def test_the_saved_graph_optimizations_read_back_after_the_quantization(tmp_path):
+    """A layer built before the fusions has no ``graph`` and writes none back; one built after reads it back."""
+    graph = {"saved": "transformer fusions", "optimizer": "onnxruntime.transformers.optimizer", "opt_level": 1,
+             "attention_mask": "raw", "gelu_approximation": False, "at_load": "ORT_ENABLE_ALL", "why": "fewer kernels",
+             "model_type": "bert", "fused_nodes": {"Attention": 6, "SkipLayerNormalization": 12}}
+    assert "graph" not in Manifest.load(write_model(tmp_path / "old")).to_dict()
+    manifest = Manifest.load(write_model(tmp_path / "new", graph=graph))
+    written = manifest.to_dict()
+    assert manifest.graph == graph and written["graph"] == graph
+    assert list(written).index("graph") == list(written).index("quantization") + 1
+    assert manifest.describe()["graph"] == graph
 
 
 # --- what is refused -----------------------------------------------------------------------------------------

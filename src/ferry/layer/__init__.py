@@ -9,7 +9,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ferry.layer.config import ARCHES, BuildConfig, BuildEnvironment, GateThresholds, QuantizationSettings
+from ferry.layer.config import (
+    ARCHES,
+    BuildConfig,
+    BuildEnvironment,
+    GateThresholds,
+    GraphSettings,
+    QuantizationSettings,
+)
 from ferry.layer.exceptions import (
     BuildError,
     GateFailedError,
@@ -31,6 +38,7 @@ __all__ = [
     "BuildResult",
     "GateFailedError",
     "GateThresholds",
+    "GraphSettings",
     "InvalidBuildConfigError",
     "ModelSourceError",
     "QuantizationSettings",

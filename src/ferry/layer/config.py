@@ -44,7 +44,7 @@ class BuildEnvironment:
 
 @dataclass(frozen=True)
 class QuantizationSettings:
-    """Dynamic int8, per-channel. Recorded verbatim in the manifest."""
+    """Dynamic int8, per-channel, with ONNX Runtime's quantizer. Recorded verbatim in the manifest."""
 
     activations: str = "uint8"
     weights: str = "int8"
@@ -65,23 +65,37 @@ class QuantizationSettings:
             "why": self.why,
         }
 
-    def to_optimum(self) -> Any:
-        """The Optimum QuantizationConfig for these settings (imports optimum: build side only)."""
-        from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
-        from optimum.onnxruntime.configuration import QuantizationConfig
+    def quantizer_arguments(self) -> dict[str, Any]:
+        """The arguments of ONNX Runtime's ``ONNXQuantizer`` for these settings, as Optimum's ``ORTQuantizer``
+        gives them for the same ``QuantizationConfig`` (dynamic, QOperator, symmetric weights), plus the one it
+        cannot pass: ``DefaultTensorType``, the type of a tensor that ONNX's shape inference cannot type, which is
+        every output of the fused transformer ops (:class:`GraphSettings`); they are all float32."""
+        import onnx
+        from onnxruntime.quantization import QuantizationMode, QuantType
 
         dtypes = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-        return QuantizationConfig(
-            is_static=False,
-            format=QuantFormat.QOperator,
-            mode=QuantizationMode.IntegerOps,
-            activations_dtype=dtypes[self.activations],
-            weights_dtype=dtypes[self.weights],
-            weights_symmetric=True,
-            per_channel=self.per_channel,
-            reduce_range=self.reduce_range,
-            operators_to_quantize=list(self.operators),
-        )
+        return {
+            "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
+            "mode": QuantizationMode.IntegerOps,
+            "static": False,
+            "weight_qType": dtypes[self.weights],
+            "activation_qType": dtypes[self.activations],
+            "tensors_range": None,
+            "nodes_to_quantize": [],
+            "nodes_to_exclude": [],
+            "op_types_to_quantize": list(self.operators),
+            "extra_options": {
+                "WeightSymmetric": True,
+                "ActivationSymmetric": False,
+                "EnableSubgraph": False,
+                "ForceSymmetric": False,
+                "AddQDQPairToWeight": False,
+                "DedicatedQDQPair": False,
+                "QDQOpTypePerChannelSupportToAxis": {},
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        }
 
 
 # The choice per target, measured by benchmarks/quantization.py (figures in the README).
@@ -95,6 +109,73 @@ QUANTIZATION = {
     ),
     "arm64": QuantizationSettings(reduce_range=False, why="U8S8 full range: ARM int8 dot products do not saturate"),
 }
+
+
+# The fusions of ONNX Runtime's transformer optimizer, by the op each one makes (FusionOptions flags).
+FUSIONS = {
+    "Attention": ("enable_attention",),
+    "Gelu": ("enable_gelu",),
+    "LayerNormalization": ("enable_layer_norm",),
+    "EmbedLayerNormalization": ("enable_embed_layer_norm",),
+    "SkipLayerNormalization": ("enable_skip_layer_norm", "enable_bias_skip_layer_norm"),
+    "BiasGelu": ("enable_bias_gelu",),
+}
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """Graph optimizations saved into model.onnx, before quantization. Recorded verbatim in the manifest.
+
+    Only hardware-neutral ones (DESIGN.md): ONNX Runtime's basic optimizations (constant folding, redundant nodes:
+    ``opt_level`` 1, run before any execution provider is chosen) and some of its transformer fusions
+    (``onnxruntime.transformers.optimizer``), which rewrite a subgraph into one op that the CPU execution provider
+    runs on any x86_64 or arm64 CPU, computing the same function (the GELU stays exact: no tanh approximation).
+    ``fusions`` names the ops made (:data:`FUSIONS`); none: the export's graph as it is. Layout optimizations
+    (``ORT_ENABLE_ALL``) depend on the CPU and stay at session load, on the CPU that runs them.
+    """
+
+    fusions: tuple[str, ...] = ("Attention", "Gelu", "LayerNormalization")
+    opt_level: int = 1  # ONNX Runtime's basic level before the fusions: hardware-neutral; 2 and 99 are not saved
+    attention_mask: str = "raw"  # the Attention op reads the 0/1 mask as given (any padding), not a lengths index
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.opt_level not in (0, 1):
+            raise InvalidBuildConfigError(
+                f"must be 0 or 1 (saved graph optimizations are hardware-neutral), got {self.opt_level}",
+                field="graph.opt_level")
+        unknown = [name for name in self.fusions if name not in FUSIONS]
+        if unknown:
+            raise InvalidBuildConfigError(f"{unknown} are not among {', '.join(FUSIONS)}", field="graph.fusions")
+        if self.attention_mask not in ("raw", "lengths"):
+            raise InvalidBuildConfigError(f"must be raw or lengths, got {self.attention_mask!r}",
+                                          field="graph.attention_mask")
+
+    @property
+    def fuse(self) -> bool:
+        return bool(self.fusions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "saved": "transformer fusions" if self.fuse else "none",
+            "optimizer": "onnxruntime.transformers.optimizer" if self.fuse else None,
+            "fusions": list(self.fusions),
+            "opt_level": self.opt_level if self.fuse else None,
+            "attention_mask": self.attention_mask if self.fuse else None,
+            "gelu_approximation": False,
+            "why": self.why,
+        }
+
+
+# The choice for every target, measured by benchmarks/quantization.py (figures in docs/build.md). Only attention
+# (QAttention once quantized) and the ops the export spells out in pieces: ONNX Runtime's fused SkipLayerNormalization,
+# BiasGelu and EmbedLayerNormalization were each measured slower on CPU than the ops they replace, whose bias adds
+# the int8 MatMuls then take into their own kernels.
+GRAPH = GraphSettings(
+    why="attention fused (QAttention once quantized), exact GELU and layer norms: 0.74x the time at 1 x 32 and at "
+    "8 x 128 tokens (2 threads); skip/bias/embedding fusions measured slower, so left out; hardware-neutral, so "
+    "saved in the file",
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +216,7 @@ class BuildConfig:
     runtime_layer: Path | None = None  # a built runtime layer folder, measured for the size check
     batch_size: int = 32
     quantization_override: QuantizationSettings | None = None  # for measuring candidates; builds use the arch's
+    graph_override: GraphSettings | None = None  # for measuring candidates; builds use GRAPH
     environment: BuildEnvironment = field(default_factory=BuildEnvironment.from_env)
 
     def __post_init__(self) -> None:
@@ -157,3 +239,7 @@ class BuildConfig:
     @property
     def quantization(self) -> QuantizationSettings:
         return self.quantization_override or QUANTIZATION[self.arch]
+
+    @property
+    def graph(self) -> GraphSettings:
+        return self.graph_override or GRAPH

@@ -1,4 +1,5 @@
-"""`ferry build`: Hugging Face model -> ONNX (Optimum) -> dynamic int8 -> parity gate -> Lambda layer.
+"""`ferry build`: Hugging Face model -> ONNX (Optimum) -> fused (hardware-neutral) -> dynamic int8 -> parity gate ->
+Lambda layer.
 
 The layer is staged in a hidden folder of the output folder (``BuildConfig.out``) and moved into place only
 when complete: a build that fails leaves nothing behind. The manifest is a :class:`~ferry.runtime.Manifest`
@@ -39,6 +40,7 @@ from ferry.runtime.manifest import (
     ReferenceSample,
     TrainingSummary,
 )
+from ferry.runtime.predictor import load_optimizations
 
 Progress = Callable[[str], None]
 
@@ -118,10 +120,13 @@ def _build_in(
         with _timed(seconds, "export"):
             fp32_file = export.export_onnx(source.path, config.task, work / "fp32")
         fp32_bytes = sum(path.stat().st_size for path in (work / "fp32").glob("model.onnx*"))
+        progress("saving the hardware-neutral graph optimizations (transformer fusions)")
+        with _timed(seconds, "optimize"):
+            fused_file, graph = export.optimize_graph(fp32_file, config.graph, work / "fused")
         settings = config.quantization
         progress(f"quantizing to int8 for {config.arch} ({settings.why})")
         with _timed(seconds, "quantize"):
-            int8_file = export.quantize_int8(fp32_file.parent, settings, work / "int8")
+            int8_file = export.quantize_int8(fused_file, settings, work / "int8")
         export.copy_file(int8_file, layout.model_file(model_dir))
         export.write_tokenizer(work / "fp32" / TOKENIZER_FILE, layout.tokenizer_file(model_dir))
 
@@ -132,7 +137,7 @@ def _build_in(
 
     # The manifest is written as soon as the files are hashed (the predictor loads through it), then again
     # as each measurement arrives; each write is whole (write_manifest), never a mix of two.
-    manifest = _manifest(config, source, name, labels, training, model_dir)
+    manifest = _manifest(config, source, name, labels, training, model_dir, graph)
     packaging.write_manifest(model_dir, manifest)
     predictor = Predictor.load(model_dir)
 
@@ -204,6 +209,7 @@ def _manifest(
     labels: list[str],
     training: TrainingSummary | None,
     model_dir: Path,
+    graph: dict[str, Any],
 ) -> Manifest:
     """The manifest of the exported files, before any measurement: what the runtime needs to load them."""
     import onnxruntime
@@ -234,6 +240,7 @@ def _manifest(
             "quantized_nodes": facts["quantized_nodes"],
             "int8_initializers": facts["int8_initializers"],
         },
+        graph={**graph, "at_load": load_optimizations()},
         training=training,
         built_by=f"ferry {__version__}",
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

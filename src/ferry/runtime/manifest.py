@@ -377,7 +377,7 @@ class LoadTimings:
 # --- the manifest --------------------------------------------------------------------------------------------
 
 # What GET /v1/models/{model} shows beyond the summary.
-DESCRIBED = ("quantization", "parity", "training", "source", "arch", "created_at", "onnxruntime_version")
+DESCRIBED = ("quantization", "graph", "parity", "training", "source", "arch", "created_at", "onnxruntime_version")
 
 
 @dataclass(frozen=True)
@@ -402,6 +402,9 @@ class Manifest:
     onnxruntime_version: str | None = None  # the version that built and checked the int8 model
     arch: str | None = None  # x86_64 or arm64: the quantization was chosen for it
     quantization: Mapping[str, Any] | None = None
+    # the graph optimizations saved into model.onnx before quantization (hardware-neutral fusions), and what is
+    # left to the session's load; absent from layers built before they were saved
+    graph: Mapping[str, Any] | None = None
     training: TrainingSummary | None = None
     built_by: str | None = None
     created_at: str | None = None  # ISO 8601, UTC
@@ -453,6 +456,7 @@ class Manifest:
             onnxruntime_version=fields.text("onnxruntime_version"),
             arch=fields.text("arch"),
             quantization=fields.obj("quantization"),
+            graph=fields.obj("graph"),
             training=_optional(fields, "training", TrainingSummary.from_dict),
             built_by=fields.text("built_by"),
             created_at=fields.text("created_at"),
@@ -480,6 +484,7 @@ class Manifest:
             "onnxruntime_version": self.onnxruntime_version,
             "arch": self.arch,
             "quantization": _plain(self.quantization),
+            **({} if self.graph is None else {"graph": dict(self.graph)}),  # a layer built before has none
             "training": None if self.training is None else self.training.to_dict(),
             "built_by": self.built_by,
             "created_at": self.created_at,
