@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ferry.commands._common import Subparsers, UsageError, progress
 from ferry.commands._local import add_layers_dir, add_template, local_errors, project
-from ferry.local.server import DEFAULT_HOST, DEFAULT_PORT
+from ferry.local.server import DEFAULT_CONCURRENCY, DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from ferry.local.endpoint import LargeModel
@@ -23,6 +23,11 @@ def register(subparsers: Subparsers) -> None:
     serve.add_argument("--port", type=int, help=f"(default {DEFAULT_PORT})")
     serve.add_argument("--host", help=f"(default {DEFAULT_HOST}: this machine only)")
     add_layers_dir(serve)
+    serve.add_argument("--concurrency", type=_count, metavar="N",
+                       help="processes of each function, so that N requests of it are served at once, each "
+                       "with its share of the cores (default "
+                       f"{DEFAULT_CONCURRENCY}; each predict process loads every model; a function whose template "
+                       "reserves less gets that)")
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (off by default, as sam local)")
     serve.add_argument("--monitor-every", type=_seconds, metavar="SECONDS",
                        help="run the monitor function this often (default: the template's MonitorEveryMinutes)")
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         with local_errors():
             stopped = serve(root, layers_dir, template, host=host, port=port, api_key=args.api_key,
                             progress=progress(args), on_ready=ready, updates=updates, large_model=large_model,
+                            concurrency=args.concurrency,
                             schedules=None if args.monitor_every is None else {MONITOR: args.monitor_every})
     except ApiKeyError as exc:
         raise UsageError(f"--api-key: {exc}") from None

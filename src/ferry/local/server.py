@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_HOST = "127.0.0.1"  # this machine only, as `sam local start-api`
 DEFAULT_PORT = 3000  # sam local's
+# Processes per function unless --concurrency says otherwise: one, so that `ferry serve` starts one process of each
+# function (each predict process loads every model); a load test asks for more (`ferry bench` does).
+DEFAULT_CONCURRENCY = 1
 
 
 class StopSignals:
@@ -126,7 +129,7 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
           port: int = DEFAULT_PORT, api_key: str | None = None, progress: Callable[[str], None] | None = None,
           on_ready: Callable[[str, LocalStack], None] | None = None,
           schedules: Mapping[str, float] | None = None, updates: UpdateConfig | None = None,
-          large_model: LargeModel | None = None) -> Stopped:
+          large_model: LargeModel | None = None, concurrency: int | None = None) -> Stopped:
     """Start the local stack and its HTTP API on `host`:`port`, call `on_ready(url, stack)` and serve until SIGINT
     or SIGTERM; then stop everything and say how it ended. Call it from the main thread (signals go there).
 
@@ -141,6 +144,9 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
     With `large_model`, a text-generation model is served too, on a local SageMaker endpoint beside the stack
     (:class:`ferry.local.stack.LocalStack`).
 
+    `concurrency` is the number of processes of each function (:data:`DEFAULT_CONCURRENCY` when None): the HTTP
+    server answers each connection in a thread of its own, and up to that many invocations of a function run at once.
+
     Raises what the start raises (TemplateError, LayersNotFoundError, FunctionInitError), ListenError when the
     address cannot be listened on and ApiKeyError for a key too short, everything stopped first.
     """
@@ -150,7 +156,8 @@ def serve(root: Path, layers_dir: Path, template_path: Path | None = None, *, ho
         from ferry.local.gateway import Gateway
         from ferry.local.stack import LocalStack
 
-        stack = LocalStack(root=root, layers_dir=layers_dir, template_path=template_path, large_model=large_model)
+        stack = LocalStack(root=root, layers_dir=layers_dir, template_path=template_path, large_model=large_model,
+                           concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency)
         gateway: Gateway | None = None
         serving = False
         written: Path | None = None

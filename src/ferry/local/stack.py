@@ -39,12 +39,12 @@ from ferry.local.functions import INIT_TIMEOUT_S, STOP_GRACE_S, LocalFunction
 from ferry.local.logs import LogDelivery, Subscription
 from ferry.local.schedule import Schedule
 from ferry.runtime.canary import Traffic
-from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_KEYS_TABLE, ENV_MODELS_DIR
+from ferry.runtime.constants import ENV_BATCH_STATE_MACHINE, ENV_KEYS_TABLE, ENV_MODELS_DIR, ENV_ORT_THREADS
 from ferry.runtime.layout import is_model_dir, layer_models_dir, model_dir_in_layer
 from ferry.runtime.manifest import discover_models, is_valid_name, layer_models_dirs
 
-__all__ = ["CANARY", "PRIMARY", "REGION", "CanaryState", "LocalStack", "TrafficStats", "echo_to_stderr", "free_port",
-           "s3_event"]
+__all__ = ["CANARY", "PRIMARY", "REGION", "CanaryState", "LocalStack", "TrafficStats", "available_cpus",
+           "echo_to_stderr", "free_port", "ort_threads_per_process", "s3_event"]
 
 CREDENTIALS = {"aws_access_key_id": "ferry-local", "aws_secret_access_key": "local"}  # moto takes any
 # What a function gets of this process's environment besides its own variables: what a process needs to run
@@ -76,6 +76,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity where the platform tells it, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def ort_threads_per_process(concurrency: int, cpus: int | None = None) -> int:
+    """ONNX Runtime's intra-op threads for each of `concurrency` processes sharing `cpus` cores (this machine's):
+    an equal share, at least one. More would make concurrent requests fight for the cores (and ONNX Runtime's
+    threads spin while they wait), slowing every one of them."""
+    return max(1, (available_cpus() if cpus is None else cpus) // max(1, concurrency))
 
 
 def echo_to_stderr(line: str) -> None:
@@ -177,9 +192,13 @@ class LocalStack:
     AWS), and the endpoint's invocations reach Ferry's endpoint server running the model on this machine
     (:mod:`ferry.local.endpoint`).
 
-    `concurrency` is the number of processes of each function (invocations beyond it wait); `echo` gets every
-    log line of every function (None: no echo). `traffic_seed` seeds the choice between a function's primary
-    and its canary (also settable later as ``stack.traffic_seed``): None, a fresh choice each run.
+    `concurrency` is the number of processes of each function (invocations beyond it wait), capped, as in Lambda,
+    by a function's ``ReservedConcurrentExecutions`` when the template reserves one (the monitor reserves 1). The
+    processes share this machine's cores where Lambda gives each sandbox its own: with more than one per function,
+    each ONNX Runtime session gets an equal share of the cores (``FERRY_ORT_THREADS``, unless `environ` sets it), so
+    that N requests at once do not run N x cores threads on the cores (:func:`ort_threads_per_process`).
+    `echo` gets every log line of every function (None: no echo). `traffic_seed` seeds the choice between a
+    function's primary and its canary (also settable later as ``stack.traffic_seed``): None, a fresh choice each run.
 
     Every method may be called from any thread; changes of versions (canaries, promotions, reloads) happen one at
     a time, while invocations go on.
@@ -421,6 +440,8 @@ class LocalStack:
         variables.update({name: value for name, value in environ.items()
                           if name.startswith(OVERRIDE_PREFIXES) and name not in function.environment})
         variables[ENV_MODELS_DIR] = models
+        if self.concurrency > 1 and ENV_ORT_THREADS not in variables:
+            variables[ENV_ORT_THREADS] = str(ort_threads_per_process(self.concurrency))
         # moto's Step Functions cannot run a Lambda task: locally the batch function runs a large file's
         # chunks itself, in order, where in AWS it starts the template's state machine
         variables.pop(ENV_BATCH_STATE_MACHINE, None)
@@ -709,7 +730,17 @@ class LocalStack:
         definition = self._definitions[logical_id]
         variables = self._variables(definition, self._environ, self._models_path(layers))
         environment = self._environment(definition, variables, self._environ, version)
-        return LocalFunction(definition, variables, environment, self.logs.put, self.echo, self.concurrency)
+        return LocalFunction(definition, variables, environment, self.logs.put, self.echo,
+                             self.pool_size(logical_id))
+
+    def pool_size(self, logical_id: str) -> int:
+        """How many processes the function runs: the stack's concurrency, capped by the function's reserved
+        concurrency when the template reserves a number (as Lambda never runs more instances than that)."""
+        properties = self.template["Resources"][logical_id].get("Properties") or {}
+        reserved = tpl.resolve(self.template, properties.get("ReservedConcurrentExecutions", ""), self.table_names)
+        if reserved.isdigit() and int(reserved) > 0:
+            return min(self.concurrency, int(reserved))
+        return self.concurrency
 
     def _models_path(self, layers: Mapping[str, Path]) -> str:
         """FERRY_MODELS_DIR of a version serving `layers` (model name -> layer folder) over the stack's layers: the
