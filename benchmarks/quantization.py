@@ -464,33 +464,21 @@ def tokenizer_table(tokenizer_file: Path, texts_file: Path, repeats: int) -> lis
     return lines
 
 
-_COLD = """
-import json, sys, time
-started = time.perf_counter()
-from ferry.runtime import Predictor
-imported = time.perf_counter()
-predictor = Predictor.load(sys.argv[1])
-loaded = time.perf_counter()
-predictor.forward(predictor.encode(["a short text to warm the session"]))
-answered = time.perf_counter()
-print(json.dumps({"import_s": imported - started, "load_s": loaded - imported, "first_s": answered - loaded}))
-"""
-
-
 def cold_starts(layers: dict[str, Path], rounds: int = 5) -> list[str]:
     """Import + load + first prediction of each layer in fresh processes, alternating, median of `rounds`."""
+    from ferry.layer.packaging import measure_fresh_load  # the build's own probe
+
+    steps = ("import_s", "load_s", "first_prediction_s")
     found: dict[str, list[dict[str, float]]] = {label: [] for label in layers}
     for _ in range(rounds):
         for label, model_dir in layers.items():
-            completed = subprocess.run([sys.executable, "-c", _COLD, str(model_dir)], capture_output=True, text=True,
-                                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-            found[label].append(json.loads(completed.stdout.strip().splitlines()[-1]))
-    lines = ["| cold start, fresh process (median of 5) | import s | load s | first prediction ms | total s |",
+            found[label].append(measure_fresh_load(model_dir))
+    lines = [f"| cold start, fresh process (median of {rounds}) | import s | load s | first prediction ms | total s |",
              "|---|---|---|---|---|"]
     for label, runs in found.items():
-        medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        medians = {key: statistics.median(run[key] for run in runs) for key in steps}
         lines.append(f"| {label} | {medians['import_s']:.3f} | {medians['load_s']:.3f} | "
-                     f"{medians['first_s'] * 1000:.1f} | {sum(medians.values()):.3f} |")
+                     f"{medians['first_prediction_s'] * 1000:.1f} | {sum(medians.values()):.3f} |")
     return lines
 
 

@@ -227,3 +227,19 @@ def workers_of_this_process() -> list[int]:
         if int(parent) == os.getpid() and state != "Z" and b"ferry.local.worker" in command:
             found.append(int(entry))
     return found
+
+
+@contextlib.contextmanager
+def http_api(stack: Any, *, authorize: bool = False) -> Iterator[str]:
+    """The local HTTP API of a started `stack` on a free port of 127.0.0.1, as `ferry serve` runs it: its URL.
+    `authorize`: every protected route goes through the template's authorizer (`ferry serve --api-key`)."""
+    from ferry.local.gateway import Gateway
+
+    gateway = Gateway(stack, "127.0.0.1", 0)
+    gateway.authorize = authorize
+    gateway.serve_in_background()
+    try:
+        yield gateway.url
+    finally:
+        gateway.shutdown()
+        gateway.server_close()

@@ -30,7 +30,6 @@ from typing import Any
 import pytest
 
 from ferry.data.corpus import BINARY, load_corpus
-from ferry.local.gateway import Gateway
 from ferry.local.stack import LocalStack
 from ferry.runtime import layout
 from ferry.runtime.manifest import Manifest
@@ -41,7 +40,7 @@ from ferry.update.local import Controller, LocalTarget, tables_of
 from ferry.update.promotion import Promotions
 from ferry.update.steps import DONE, REJECTED, SKIPPED, Trigger, Update
 
-from helpers import ROOT, TINY_GATE, build_tiny_layer
+from helpers import ROOT, TINY_GATE, build_tiny_layer, http_api
 
 SCENARIOS = ("broken", "loop", "noise")
 # the tiny live model: trained like tests/pipeline/test_train.py's, without the Coachella topic
@@ -152,13 +151,10 @@ def world(tiny_bert, eval_csv, tmp_path_factory) -> Iterator[World]:
                           gate=gate, canary_weight=0.3, canary_seconds=4.0, canary_min_requests=20, poll_seconds=0.5,
                           lease_seconds=60.0, work=work / "updates", store=work / "registry", parity=TINY_GATE)
     stack = LocalStack(root=ROOT, layers_dir=layers, echo=None).start()
-    gateway = Gateway(stack, "127.0.0.1", 0)
-    gateway.serve_in_background()
     try:
-        yield World(stack, gateway.url, layers, config, tweets[:400])
+        with http_api(stack) as url:
+            yield World(stack, url, layers, config, tweets[:400])
     finally:
-        gateway.shutdown()
-        gateway.server_close()
         stack.stop()
 
 

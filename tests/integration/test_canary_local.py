@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from ferry.local.exceptions import LayersNotFoundError
-from ferry.local.gateway import Gateway, api_event
+from ferry.local.gateway import api_event
 from ferry.local.stack import CANARY, PRIMARY, LocalStack
 from ferry.runtime.ids import PREDICTION_ID_PATTERN
 
-from helpers import ROOT, build_tiny_layer, workers_of_this_process
+from helpers import ROOT, build_tiny_layer, http_api, workers_of_this_process
 
 MODEL = "tiny-bert"
 PREDICT = "PredictFunction"
@@ -82,13 +82,8 @@ def api(versions):
     stack = LocalStack(root=ROOT, layers_dir=versions.layers_dir, echo=None, traffic_seed=SEED)
     try:
         stack.start()
-        gateway = Gateway(stack, "127.0.0.1", 0)
-        gateway.serve_in_background()
-        try:
-            yield stack, gateway.url
-        finally:
-            gateway.shutdown()
-            gateway.server_close()
+        with http_api(stack) as url:
+            yield stack, url
     finally:
         stack.stop()
 

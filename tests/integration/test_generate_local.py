@@ -18,10 +18,9 @@ import urllib.request
 import pytest
 
 from ferry.local.endpoint import LargeModel
-from ferry.local.gateway import Gateway
 from ferry.local.stack import LocalStack
 
-from helpers import ROOT, Server, run_ferry
+from helpers import ROOT, Server, http_api, run_ferry
 from tiny_models import smollm2_folder, tiny_causal_lm
 
 NAME = "smollm2"
@@ -35,13 +34,8 @@ def served(tmp_path_factory):
     stack = LocalStack(root=ROOT, layers_dir=layers, echo=None, large_model=LargeModel(NAME, smollm2_folder()))
     try:
         stack.start()
-        gateway = Gateway(stack, "127.0.0.1", 0)
-        gateway.serve_in_background()
-        try:
-            yield stack, gateway.url
-        finally:
-            gateway.shutdown()
-            gateway.server_close()
+        with http_api(stack) as url:
+            yield stack, url
     finally:
         stack.stop()
 

@@ -11,12 +11,11 @@ import urllib.request
 
 import pytest
 
-from ferry.local.gateway import Gateway
 from ferry.local.stack import LocalStack
 from ferry.runtime.capture import capture_line
 from ferry.runtime.keys import new_key, store_key, usage_of, utc_day
 
-from helpers import ROOT, wait_for
+from helpers import ROOT, http_api, wait_for
 
 QUOTA = 3
 
@@ -27,14 +26,8 @@ def api(serving_layers):
         keys = stack.resource("dynamodb").Table(stack.table_names["KeysTable"])
         key = new_key()
         identifier = store_key(keys, key, "quota-test", quota=QUOTA)
-        gateway = Gateway(stack, "127.0.0.1", 0)
-        gateway.authorize = True  # as `ferry serve --api-key`, with a key of our own that has a quota
-        gateway.serve_in_background()
-        try:
-            yield stack, gateway.url, key, identifier
-        finally:
-            gateway.shutdown()
-            gateway.server_close()
+        with http_api(stack, authorize=True) as url:  # as `ferry serve --api-key`, with a key of our own (a quota)
+            yield stack, url, key, identifier
 
 
 def predict(url: str, key: str | None, texts: list[str]) -> tuple[int, dict[str, str], object]:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from ferry.local.gateway import Gateway
 from ferry.local.stack import LocalStack, free_port, ort_threads_per_process
 from ferry.runtime.constants import ENV_ORT_THREADS
 
-from helpers import offline_env, run_ferry
+from helpers import http_api, offline_env, run_ferry
 
 SLEEP_S = 0.4
 CONCURRENCY = 3
@@ -73,15 +72,11 @@ def api(tmp_path_factory):
     (root / "probe" / "app.py").write_text(PROBE)
     (root / "layers").mkdir()
     (root / "template.yaml").write_text(TEMPLATE)
-    with LocalStack(root=root, layers_dir=root / "layers", echo=None, concurrency=CONCURRENCY,
-                    environ={name: value for name, value in os.environ.items() if name != ENV_ORT_THREADS}) as stack:
-        gateway = Gateway(stack, "127.0.0.1", 0)
-        gateway.serve_in_background()
-        try:
-            yield stack, gateway.url
-        finally:
-            gateway.shutdown()
-            gateway.server_close()
+    environ = {name: value for name, value in os.environ.items() if name != ENV_ORT_THREADS}
+    with (LocalStack(root=root, layers_dir=root / "layers", echo=None, concurrency=CONCURRENCY,
+                     environ=environ) as stack,
+          http_api(stack) as url):
+        yield stack, url
 
 
 def at_once(url: str, count: int) -> tuple[float, list[dict]]:
