@@ -111,14 +111,7 @@ def main() -> None:
     predictor = app.service.store.get(args.model)
     tokens = predictor.encode([TEXT]).token_lengths[0]
 
-    class Context:
-        function_name = "ferry-predict"
-        memory_limit_in_mb = 2048
-        aws_request_id = "warm"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:ferry-predict"
-
-        def get_remaining_time_in_millis(self) -> int:
-            return 29000
+    from ferry.local.context import LambdaContext
 
     request = event(args.model, route)
     handler_ms, predictor_ms = [], []
@@ -127,13 +120,14 @@ def main() -> None:
     real_stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
     try:
         for _ in range(20):  # warm both paths
-            app.lambda_handler(dict(request), Context())
+            app.lambda_handler(dict(request), LambdaContext("ferry-predict"))
             predictor.forward(predictor.encode([TEXT]))
         for _ in range(args.repeats):
             started = time.perf_counter()
             predictor.forward(predictor.encode([TEXT]))
             predictor_ms.append((time.perf_counter() - started) * 1000)
-            this_event, context = dict(request), Context()  # what the Lambda runtime hands over, not the handler's
+            # what the Lambda runtime hands over, not the handler's
+            this_event, context = dict(request), LambdaContext("ferry-predict")
             started = time.perf_counter()
             response = app.lambda_handler(this_event, context)
             handler_ms.append((time.perf_counter() - started) * 1000)

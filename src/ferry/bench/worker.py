@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from ferry.local.context import LambdaContext  # noqa: E402  (the standard library only)
+
 HEAVY = ("torch", "transformers", "optimum", "onnxruntime", "tokenizers")
 ACCURACY_BATCH = 8
 
@@ -134,16 +136,6 @@ class FerryPredictor:
         return [ranked[0]["label"] for ranked in answer]
 
 
-class LambdaContext:
-    function_name = "ferry-predict"
-    memory_limit_in_mb = 2048
-    aws_request_id = "bench"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:ferry-predict"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29000
-
-
 class PredictHandler:
     """The predict function's handler (functions/predict/app.py): an API Gateway v2 event in, the response out.
     Its environment (models, threads, tracing) is the one Lambda gives it, set by the parent."""
@@ -174,7 +166,8 @@ class PredictHandler:
         return event
 
     def call(self, event: Any) -> Any:
-        response = self.app.lambda_handler(dict(event), LambdaContext())  # a fresh top level, as Lambda hands over
+        # a fresh top level and context, as Lambda hands over
+        response = self.app.lambda_handler(dict(event), LambdaContext("ferry-predict"))
         if response.get("statusCode") != 200:
             raise RuntimeError(f"the handler answered {response.get('statusCode')}: {str(response.get('body'))[:300]}")
         return response

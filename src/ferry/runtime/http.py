@@ -19,6 +19,7 @@ class (:class:`ferry.runtime.generation_http.GenerationHttpApi`) shares the erro
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import json
@@ -170,7 +171,7 @@ def prechecked(handler: Callable[[Any, Any], Any], event: Any, context: Any, *, 
 
 # -- the routes --------------------------------------------------------------------------------------------------
 
-class ApiBase:
+class ApiBase(abc.ABC):
     """What every function of the HTTP API answers alike: JSON answers, errors in the API's shape with their
     status and code (:func:`ferry.runtime.api.status_of`), counted by code, and the request precheck
     (:attr:`prechecked`). `settings` are the function's (the body limit, the metrics namespace); `name` is the
@@ -189,9 +190,9 @@ class ApiBase:
         app.not_found(self._not_found)
         self.prechecked = prechecked(settings=settings, on_refused=lambda error: self.count_error(error.code))
 
+    @abc.abstractmethod
     def explain(self, errors: Sequence[Any]) -> ApiError:
         """One answer a client can act on for the request's validation errors (pydantic's)."""
-        raise NotImplementedError
 
     # -- answers -----------------------------------------------------------------------------------------------
 
