@@ -109,6 +109,7 @@ def test_the_load_test_is_bounded_and_answered(bench):
     assert 0 < load["requests"] <= 16
     assert load["ok"] + load["errors"] == load["requests"] and load["ok"] > 0
     assert load["throughput_rps"] > 0 and load["latency_ms"]["p99"] >= load["latency_ms"]["p50"]
+    assert load["captures_written"] == load["ok"] + load["warmup_ok"]  # every answered request captured, once
 
 
 def test_the_files_are_written(bench):

@@ -121,9 +121,10 @@ def run_load_test(root: Path, layer: Path, model: str, texts: Sequence[str], pla
         gateway.serve_in_background()
         start_s = time.perf_counter() - started
         try:
-            drive(gateway.url, path, texts, LoadPlan(plan.clients * 2, 60.0, plan.clients))  # every process warm
+            warm = drive(gateway.url, path, texts, LoadPlan(plan.clients * 2, 60.0, plan.clients))  # every process
             result = drive(gateway.url, path, texts, plan)
-            result["captures_written"] = _captures(stack, result["ok"] + plan.clients * 2)
+            result["warmup_ok"] = warm["ok"]
+            result["captures_written"] = _captures(stack, result["ok"] + warm["ok"])
         finally:
             gateway.shutdown()
             gateway.server_close()
