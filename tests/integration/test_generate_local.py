@@ -11,6 +11,7 @@ The last test stops the endpoint server under the running stack: the API must sa
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -130,6 +131,32 @@ def test_bad_requests_are_4xx_in_the_api_shape(served, body, status, says):
 def test_an_unknown_model_is_404(served):
     status, _, error = post(f"{served[1]}/v1/models/gpt-5/generate", {"inputs": "hi"})
     assert status == 404 and "gpt-5" in error["error"]["message"]
+
+
+def test_the_api_document_describes_both_routes_and_real_answers_match_it(served):
+    """GET /openapi.json (the predict function's) describes the generate function's routes; a real generation and
+    a real chat completion, details and usage included, validate against the schemas it states."""
+    import jsonschema
+
+    _, url = served
+    with urllib.request.urlopen(f"{url}/openapi.json", timeout=30) as response:
+        document = json.loads(response.read())
+    asked = {"/generate": {"inputs": "The capital of France is", "parameters": {"max_new_tokens": 3, "details": True}},
+             "/v1/chat/completions": {"messages": [{"role": "user", "content": FRANCE}], "max_tokens": 8}}
+    for route, body in asked.items():
+        operation = document["paths"][f"/v1/models/{{model}}{route}"]["post"]
+        assert operation["parameters"][0]["schema"]["enum"] == [NAME]
+        status, headers, answer = post(f"{url}/v1/models/{NAME}{route}", body)
+        assert status == 200, answer
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(answer, {**schema, "components": document["components"]})
+        assert re.fullmatch(operation["responses"]["200"]["headers"]["x-ferry-prediction-ids"]["schema"]["pattern"],
+                            headers["x-ferry-prediction-ids"])
+        request = {**operation["requestBody"]["content"]["application/json"]["schema"],
+                   "components": document["components"]}
+        jsonschema.validate(body, request)  # what was sent is what the document allows
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**body, "stream": "yes"}, request)
 
 
 def test_an_endpoint_that_went_away_is_a_503_not_a_500(served):

@@ -35,6 +35,7 @@ from ferry.runtime.api import (
     validation_error,
 )
 from ferry.runtime.constants import MODEL_NAME_RE
+from ferry.runtime.generation import generation_models, generation_operations
 from ferry.runtime.ids import PREDICTION_ID_PATTERN
 from ferry.runtime.service import Options
 from ferry.runtime.settings import Settings
@@ -309,6 +310,59 @@ def test_a_validation_component_still_referred_to_is_kept():
     completed = complete_openapi(document, operations({}), SETTINGS)["components"]["schemas"]
     assert "ValidationError" in completed and "ResponseValidationError" in completed
     assert "HTTPValidationError" not in completed
+
+
+def _keys(value: Any) -> set[str]:
+    """Every key of every object in a JSON value."""
+    if isinstance(value, dict):
+        return set(value).union(*(_keys(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_keys(item) for item in value))
+    return set()
+
+
+def test_the_generation_routes_are_described_when_the_stack_has_a_large_model():
+    large = {**operations({"sentiment": "text-classification", "smollm2": "text-generation"}),
+             **generation_operations("smollm2", generation_models(SETTINGS))}
+    document = complete_openapi(_powertools_document(), large, SETTINGS)
+    paths, components = document["paths"], document["components"]["schemas"]
+    for path, request, ok in (("/v1/models/{model}/generate", "GenerateRequest",
+                               {"type": "array", "items": _ref("GeneratedText")}),
+                              ("/v1/models/{model}/v1/chat/completions", "ChatRequest", _ref("ChatCompletion"))):
+        operation = paths[path]["post"]  # another function's route: added with its request body and {model}
+        assert operation["parameters"] == [{"name": "model", "in": "path", "required": True,
+                                            "description": "one of the models served here that this operation "
+                                                           "applies to", "schema": {"type": "string",
+                                                                                    "enum": ["smollm2"]}}]
+        assert operation["requestBody"]["content"]["application/json"]["schema"] == _ref(request)
+        responses = operation["responses"]
+        assert list(responses) == ["200", "400", "401", "403", "404", "413", "415", "429", "500", "502", "503",
+                                   "504"]
+        assert responses["200"]["content"]["application/json"]["schema"] == ok
+        assert PREDICTION_IDS_HEADER in responses["200"]["headers"]
+        assert responses["429"]["headers"] == {"Retry-After": RETRY_AFTER}  # the key's quota counts generations
+        assert "not in service" in responses["503"]["description"]
+        assert responses["504"]["description"] == _ERRORS[504][0]
+    bound = SETTINGS.generate_max_new_tokens
+    tokens = components["GenerateParameters"]["properties"]["max_new_tokens"]["anyOf"][0]
+    assert (tokens["minimum"], tokens["maximum"]) == (1, bound)
+    assert components["ChatRequest"]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == bound
+    assert components["GenerateRequest"]["properties"]["inputs"]["maxLength"] == SETTINGS.max_input_chars
+    assert set(components["ChatCompletion"]["required"]) == {"id", "object", "created", "model",
+                                                             "system_fingerprint", "choices"}
+    without = complete_openapi(_powertools_document(), operations({"sentiment": "text-classification"}), SETTINGS)
+    assert not any("generate" in path or "chat" in path for path in without["paths"])
+
+
+def test_no_schema_states_a_bound_json_schema_does_not_know():
+    """pydantic writes a bound it cannot put in the core schema (after a BeforeValidator) as "ge" or "le": a
+    client reading the document would see no bound at all."""
+    document = complete_openapi(_powertools_document(), {
+        **operations({"sentiment": "text-classification", "smollm2": "text-generation"}),
+        **generation_operations("smollm2", generation_models(SETTINGS))}, SETTINGS)
+    document["components"]["schemas"].update({model.__name__: model.model_json_schema() for model in (
+        PredictRequest, EmbedRequest)})
+    assert not {"ge", "gt", "le", "lt"} & _keys(document["components"])
 
 
 def test_a_bare_document_is_given_components_and_an_info():

@@ -422,8 +422,8 @@ class Health(BaseModel):
 class OperationDoc:
     """What one operation answers: its success body, the error statuses it can send, whether it is behind auth.
 
-    An operation with a `request` body schema is added to a document that lacks it: the feedback route is
-    another function's, and the predict function's document describes the whole API."""
+    An operation with a `request` body schema is added to a document that lacks it: the feedback and generation
+    routes are other functions', and the predict function's document describes the whole API."""
 
     ok: Any
     errors: tuple[int, ...]
@@ -454,12 +454,15 @@ _ERRORS: Mapping[int, tuple[str, tuple[type[BaseModel], ...]]] = {
     429: ("this API key's daily quota is used (Retry-After says when to try again), or API Gateway throttled "
           "the request", (Error, GatewayError)),
     500: ("the service failed; the request id is in the logs", (Error, GatewayError)),
+    502: ("the large model's endpoint failed, or answered what the API cannot read (the details are in the logs)",
+          (Error,)),
     503: ("the model, or every model, cannot be loaded", (Error,)),
+    504: ("the large model did not answer in time: ask for fewer new tokens", (Error, GatewayError)),
 }
 RETRY_AFTER = {"description": "seconds until the quota allows requests again", "required": False,
                "schema": {"type": "integer", "minimum": 0}}
 PREDICTION_IDS_HEADER = "x-ferry-prediction-ids"  # one id per input, in input order, comma-separated
-_PREDICTION_IDS = {PREDICTION_IDS_HEADER: {
+PREDICTION_IDS_DOC = {PREDICTION_IDS_HEADER: {
     "description": "one prediction id per input, in input order, comma-separated (ferry.runtime.ids: "
                    "p1.<model>.<version>.<nonce>.<mac>); POST /v1/feedback takes them", "required": True,
     "schema": {"type": "string", "pattern": f"^{PREDICTION_ID_PATTERN}(,{PREDICTION_ID_PATTERN})*$"}}}
@@ -484,9 +487,11 @@ def operations(tasks: Mapping[str, str]) -> dict[tuple[str, str], OperationDoc]:
     model = "/v1/models/{model}"
     return {
         (model + TASK_ENDPOINTS[TEXT_CLASSIFICATION], "post"): OperationDoc(
-            ok=list[list[Label]], errors=_POST_ERRORS, ok_headers=_PREDICTION_IDS, models=of_task[TEXT_CLASSIFICATION]),
+            ok=list[list[Label]], errors=_POST_ERRORS, ok_headers=PREDICTION_IDS_DOC,
+            models=of_task[TEXT_CLASSIFICATION]),
         (model + TASK_ENDPOINTS[FEATURE_EXTRACTION], "post"): OperationDoc(
-            ok=list[list[float]], errors=_POST_ERRORS, ok_headers=_PREDICTION_IDS, models=of_task[FEATURE_EXTRACTION]),
+            ok=list[list[float]], errors=_POST_ERRORS, ok_headers=PREDICTION_IDS_DOC,
+            models=of_task[FEATURE_EXTRACTION]),
         ("/v1/models", "get"): OperationDoc(ok=ModelList, errors=(503,)),
         (model, "get"): OperationDoc(ok=ModelDetails | LargeModelSummary if TEXT_GENERATION in tasks.values()
                                      else ModelDetails, errors=(404, 503), models=tuple(sorted(tasks))),
@@ -533,6 +538,8 @@ def _operation(document: dict[str, Any], path: str, method: str, doc: OperationD
         if doc.request is None:
             return None
         operation = document.setdefault("paths", {}).setdefault(path, {}).setdefault(method, {})
+        if "{model}" in path:  # described below, as the document's own {model} parameters are
+            operation["parameters"] = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
     if doc.summary:
         operation.setdefault("summary", doc.summary)
     if doc.request is not None:

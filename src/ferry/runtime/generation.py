@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
+from annotated_types import Ge, Le
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -44,7 +45,7 @@ from pydantic import (
     create_model,
 )
 
-from ferry.runtime.api import NOT_BLANK, whole
+from ferry.runtime.api import NOT_BLANK, PREDICTION_IDS_DOC, OperationDoc, whole
 from ferry.runtime.constants import CHAT_PATH, ENV_GENERATE_ENDPOINT, GENERATE_PATH, TEXT_GENERATION
 from ferry.runtime.endpoint_client import EndpointClient, EndpointStatus
 from ferry.runtime.exceptions import (
@@ -70,6 +71,11 @@ STREAMING = ("streaming is not supported on this route: API Gateway HTTP APIs ca
 
 
 Int = Annotated[int, Strict(), BeforeValidator(whole)]
+# Bounded integers put their bounds before the validator, as the predict API's top_k does: after it, pydantic writes
+# them into the JSON schema as "ge" and "le", keywords JSON Schema does not know, and the document states no bound.
+Count = Annotated[int, Strict(), Ge(1), BeforeValidator(whole)]
+Natural = Annotated[int, Strict(), Ge(0), BeforeValidator(whole)]
+Seed = Annotated[int, Strict(), Ge(0), Le(MAX_SEED), BeforeValidator(whole)]
 Float = Annotated[float, Strict()]  # an int is a float too; a bool or a string is neither
 Stop = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_STOP_CHARS)]
 Stops = Annotated[list[Stop], Field(max_length=MAX_STOP_SEQUENCES)]
@@ -84,23 +90,23 @@ class GenerateParameters(BaseModel):
     max_new_tokens: Int | None = Field(default=None, description="at most this many new tokens (default: the bound)")
     temperature: Annotated[Float, Field(gt=0)] | None = None
     top_p: Annotated[Float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[Int, Field(ge=1)] | None = None
+    top_k: Count | None = None
     repetition_penalty: Annotated[Float, Field(gt=0)] | None = None
     stop: Stops | None = Field(default=None, description="stop when one of these strings is generated")
     stop_sequences: Stops | None = Field(default=None, description="the deprecated name of stop")
-    seed: Annotated[Int, Field(ge=0, le=MAX_SEED)] | None = None
+    seed: Seed | None = None
     do_sample: StrictBool | None = Field(default=None, description="default: true when temperature, top_p or top_k "
                                                                     "is given, else greedy")
     return_full_text: StrictBool | None = None
     details: StrictBool | None = Field(default=None, description="add finish_reason and the tokens generated")
     # known to the dialect, not served: a 400 naming them unless null (or their neutral value)
     decoder_input_details: StrictBool | None = None
-    truncate: Annotated[Int, Field(ge=1)] | None = None
+    truncate: Count | None = None
     typical_p: Annotated[Float, Field(gt=0, lt=1)] | None = None
     watermark: StrictBool | None = None
     frequency_penalty: Float | None = None
-    best_of: Annotated[Int, Field(ge=1)] | None = None
-    top_n_tokens: Annotated[Int, Field(ge=0)] | None = None
+    best_of: Count | None = None
+    top_n_tokens: Natural | None = None
     grammar: Any = None
     adapter_id: Any = None
 
@@ -160,16 +166,16 @@ class ChatRequest(BaseModel):
     max_completion_tokens: Int | None = Field(default=None, description="OpenAI's newer name of max_tokens")
     temperature: Annotated[Float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Float, Field(gt=0, le=1)] | None = None
-    seed: Annotated[Int, Field(ge=0, le=MAX_SEED)] | None = None
+    seed: Seed | None = None
     stop: Stop | Stops | None = None
     stream: StrictBool | None = None
-    n: Annotated[Int, Field(ge=1)] | None = None
+    n: Count | None = None
     user: StrictStr | None = None
     # known to the dialect, not served: a 400 naming them unless null (or their neutral value)
     frequency_penalty: Annotated[Float, Field(ge=-2, le=2)] | None = None
     presence_penalty: Annotated[Float, Field(ge=-2, le=2)] | None = None
     logprobs: StrictBool | None = None
-    top_logprobs: Annotated[Int, Field(ge=0)] | None = None
+    top_logprobs: Natural | None = None
     logit_bias: Any = None
     response_format: Any = None
     tools: Any = None
@@ -210,7 +216,7 @@ def generation_models(settings: Settings) -> GenerationModels:
     whitespace), a message's content at most that, new tokens 1 to generate_max_new_tokens (the OpenAPI document
     states the same bounds). Same names as the base models (the OpenAPI components)."""
     bound = settings.generate_max_new_tokens
-    tokens: Any = Annotated[Int, Field(ge=1, le=bound)]
+    tokens: Any = Annotated[int, Strict(), Ge(1), Le(bound), BeforeValidator(whole)]
     described = f"at most this many new tokens, 1 to {bound} (default {bound}): an answer must fit in 30 s"
     prompt: Any = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_input_chars,
                                                    pattern=NOT_BLANK)]
@@ -270,6 +276,89 @@ def lmi_chat_request(request: ChatRequest, max_new_tokens: int) -> dict[str, Any
     if stops:
         body["stop"] = stops
     return body
+
+
+# -- what the two routes answer, for the OpenAPI document ------------------------------------------------------------
+
+class GeneratedToken(BaseModel):
+    id: int | None
+    text: str | None
+    logprob: float | None
+    special: bool
+
+
+class GenerationDetails(BaseModel):
+    finish_reason: str | None = Field(description="length (the new-token bound), stop (a stop sequence or the "
+                                                  "model's end), as the endpoint says")
+    generated_tokens: int | None
+    seed: int | None
+    prefill: list[Any]
+    tokens: list[GeneratedToken]
+
+
+class GeneratedText(BaseModel):
+    """TGI's answer to POST /v1/models/{model}/generate: a list of one."""
+
+    generated_text: str
+    details: GenerationDetails | None = Field(default=None, description="when parameters.details is true")
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatCompletionMessage
+    logprobs: None
+    finish_reason: str | None
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's ``chat.completion``: one choice; its id is the generation's prediction id."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: ChatUsage | None = Field(default=None, description="when the endpoint counted the tokens")
+
+
+_GENERATION_ERRORS = (400, 404, 413, 415, 429, 502, 503, 504)
+_GENERATION_NOTES = (
+    (400, "invalid request: not JSON, a wrong type or value, an unknown parameter, one this endpoint does not serve "
+          "(streaming, tools, ...), new tokens over the bound, or a prompt the model refused (the message says which)"),
+    (404, "no model of that name (from API Gateway: no such route)"),
+    (413, "a prompt or a message over the character limit, or a body over the byte limit"),
+    (429, "this API key's daily quota is used, API Gateway throttled the request, or the model's endpoint did "
+          "(Retry-After, when given, says when to try again)"),
+    (503, "the model's endpoint is not in service (being created or updated, failed, or scaled to zero)"),
+)
+
+
+def generation_operations(model: str, models: GenerationModels) -> dict[tuple[str, str], OperationDoc]:
+    """The two routes of the generate function, for the API's OpenAPI document (the predict function serves it):
+    `model` is the large model's name, `models` the request models with the function's limits."""
+    path = "/v1/models/{model}"
+    return {
+        (path + GENERATE_PATH, "post"): OperationDoc(
+            ok=list[GeneratedText], request=models.generate, errors=_GENERATION_ERRORS, notes=_GENERATION_NOTES,
+            ok_headers=PREDICTION_IDS_DOC, models=(model,),
+            summary="Text generation by the large model (the Hugging Face text-generation payload)"),
+        (path + CHAT_PATH, "post"): OperationDoc(
+            ok=ChatCompletion, request=models.chat, errors=_GENERATION_ERRORS, notes=_GENERATION_NOTES,
+            ok_headers=PREDICTION_IDS_DOC, models=(model,),
+            summary="A chat completion by the large model (an OpenAI chat body; no streaming)"),
+    }
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ class HttpApi(ApiBase):
 
     def openapi(self) -> Response[str]:
         """The document, made once per container: Powertools' (from the request models), completed by
-        :func:`ferry.runtime.api.complete_openapi`."""
+        :func:`ferry.runtime.api.complete_openapi`, with the generate function's two routes when this stack has a
+        large model."""
         if self._openapi is None:
             document = json.loads(self.app.get_openapi_json_schema(
                 title="Ferry", version="1", summary="Transformer models on AWS serverless"))
@@ -303,9 +304,13 @@ class HttpApi(ApiBase):
                 tasks = self.service().tasks()
             except FerryRuntimeError:  # a broken manifest: the document names no models rather than failing
                 tasks = {}
+            described = operations(tasks)
             if self.generation is not None and self.generation.model is not None:  # GET /v1/models/{model} too
-                tasks = {**tasks, self.generation.model: TEXT_GENERATION}
-            self._openapi = json.dumps(complete_openapi(document, operations(tasks), self.settings))
+                from ferry.runtime.generation import generation_models, generation_operations  # made the catalog
+
+                described = {**operations({**tasks, self.generation.model: TEXT_GENERATION}),
+                             **generation_operations(self.generation.model, generation_models(self.settings))}
+            self._openapi = json.dumps(complete_openapi(document, described, self.settings))
         return Response(status_code=200, content_type=JSON, body=self._openapi)
 
     # -- answers -----------------------------------------------------------------------------------------------
