@@ -697,6 +697,8 @@ def test_a_large_model_gets_an_endpoint_its_scaling_a_function_and_routes_that_r
     assert predict["Environment"]["Variables"]["FERRY_GENERATE_ENDPOINT"] == name
     assert variables["FERRY_GENERATE_MODEL"] == {"Ref": "LargeModelName"}
     assert variables["FERRY_GENERATE_MAX_NEW_TOKENS"] == {"Ref": "LargeModelMaxNewTokens"}
+    # the predict function's /openapi.json states the bound the generate function enforces
+    assert predict["Environment"]["Variables"]["FERRY_GENERATE_MAX_NEW_TOKENS"] == {"Ref": "LargeModelMaxNewTokens"}
     assert variables["FERRY_GENERATE_TIMEOUT_S"] == "25" and generate["Timeout"] == 29  # under API Gateway's 30 s
     assert variables["FERRY_CAPTURE_TEXT"] == {"Ref": "CaptureText"}
     assert variables["FERRY_STACK_SECRET"] == predict["Environment"]["Variables"]["FERRY_STACK_SECRET"]

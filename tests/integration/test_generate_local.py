@@ -157,6 +157,10 @@ def test_the_api_document_describes_both_routes_and_real_answers_match_it(served
         jsonschema.validate(body, request)  # what was sent is what the document allows
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**body, "stream": "yes"}, request)
+    bound = document["components"]["schemas"]["GenerateParameters"]["properties"]["max_new_tokens"]["anyOf"][0]
+    status, _, error = post(f"{url}/v1/models/{NAME}/generate",  # the bound stated is the one the function enforces
+                            {"inputs": "hi", "parameters": {"max_new_tokens": bound["maximum"] + 1}})
+    assert status == 400 and f"at most {bound['maximum']} new tokens" in error["error"]["message"]
 
 
 def test_an_endpoint_that_went_away_is_a_503_not_a_500(served):
