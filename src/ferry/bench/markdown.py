@@ -87,7 +87,7 @@ def load_lines(load: dict[str, Any]) -> list[str]:
             f"{load['limits']['seconds']:g} s (stopped by {load['stopped_by']}): {load['ok']} answered in "
             f"{load['seconds']:.1f} s, {load['throughput_rps']:.1f} requests/s, p50 {p50} ms, p99 {p99} ms, "
             f"{load['errors']} errors; {load['captures_written']} captures written (the "
-            f"{load.get('warmup_ok', 0)} warm-up requests' included)."]
+            f"{load['warmup_ok']} warm-up requests' included)."]
 
 
 def cost_lines(document: dict[str, Any]) -> list[str]:

@@ -337,7 +337,6 @@ _GENERATION_ERRORS = (400, 404, 413, 415, 429, 502, 503, 504)
 _GENERATION_NOTES = (
     (400, "invalid request: not JSON, a wrong type or value, an unknown parameter, one this endpoint does not serve "
           "(streaming, tools, ...), new tokens over the bound, or a prompt the model refused (the message says which)"),
-    (404, "no model of that name (from API Gateway: no such route)"),
     (413, "a prompt or a message over the character limit, or a body over the byte limit"),
     (429, "this API key's daily quota is used, API Gateway throttled the request, or the model's endpoint did "
           "(Retry-After, when given, says when to try again)"),

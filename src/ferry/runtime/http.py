@@ -304,12 +304,14 @@ class HttpApi(ApiBase):
                 tasks = self.service().tasks()
             except FerryRuntimeError:  # a broken manifest: the document names no models rather than failing
                 tasks = {}
+            large = self.generation.model if self.generation is not None else None
+            if large is not None:  # GET /v1/models/{model} describes it too
+                tasks = {**tasks, large: TEXT_GENERATION}
             described = operations(tasks)
-            if self.generation is not None and self.generation.model is not None:  # GET /v1/models/{model} too
+            if large is not None:
                 from ferry.runtime.generation import generation_models, generation_operations  # made the catalog
 
-                described = {**operations({**tasks, self.generation.model: TEXT_GENERATION}),
-                             **generation_operations(self.generation.model, generation_models(self.settings))}
+                described.update(generation_operations(large, generation_models(self.settings)))
             self._openapi = json.dumps(complete_openapi(document, described, self.settings))
         return Response(status_code=200, content_type=JSON, body=self._openapi)
 
